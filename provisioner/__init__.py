@@ -1,0 +1,1 @@
+"""Provision least-privilege RabbitMQ MQTT accounts from a declarative file."""

@@ -1,0 +1,352 @@
+"""Carry out a plan against the broker.
+
+Creates and updates go out as one ``POST /api/definitions`` (bulk mode, the
+default), which the broker merges without deleting anything; passwords are
+hashed locally first, so the request carries no clear-text password. What
+the definitions format cannot express (clearing a limit, deleting a grant or
+a vhost, vhost limits) goes out as one request per object, and user deletions
+as ``POST /api/users/bulk-delete``. Every request is idempotent, and the plan
+is recomputed from the live state on each run, so a run that fails part way
+leaves the next run able to finish the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisioner.client import ManagementClient, api_path
+from provisioner.errors import ApplyFailed, BrokerError, RequestRejected
+from provisioner.passwords import HashingAlgorithm, hash_password
+from provisioner.plan import Action, Change, Kind
+from provisioner.state import (
+    Access,
+    BrokerState,
+    PlainPassword,
+    StoredPassword,
+    TopicAccess,
+    UserState,
+    VhostState,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyResult:
+    """Changes applied, and the new login password if our own account changed."""
+
+    applied: list[Change] = field(default_factory=list)
+
+
+def apply_plan(
+    client: ManagementClient,
+    changes: list[Change],
+    live: BrokerState,
+    *,
+    login: str,
+    bulk: bool = True,
+) -> ApplyResult:
+    """Apply ``changes`` in order; raise ApplyFailed saying what is known."""
+    result = ApplyResult()
+    own, rest = _split_own_password(changes, login)
+    batch = [c for c in rest if bulk and _bulk_capable(c)]
+    singles = [c for c in rest if c not in batch]
+    try:
+        if batch:
+            _apply_batch(client, batch, live)
+            result.applied += batch
+        for group in _groups(singles, bulk):
+            _apply_group(client, group, live)
+            result.applied += group
+        if own is not None:
+            _apply_own_password(client, own, live)
+            result.applied.append(own)
+    except BrokerError as error:
+        pending = len(changes) - len(result.applied)
+        raise ApplyFailed(
+            f"{error}; {len(result.applied)} of {len(changes)} changes were applied, "
+            f"{pending} were not (a failed bulk import may be partly applied). "
+            "Nothing is lost: run sync again to finish the job",
+            applied=len(result.applied),
+            pending=pending,
+        ) from error
+    return result
+
+
+def _split_own_password(
+    changes: list[Change], login: str
+) -> tuple[Change | None, list[Change]]:
+    # Rotating the password we log in with must come last, or every later
+    # request of this run would be rejected.
+    for change in changes:
+        if (
+            change.kind == Kind.USER
+            and change.target == (login,)
+            and "password" in change.fields
+        ):
+            return change, [c for c in changes if c is not change]
+    return None, changes
+
+
+def _bulk_capable(change: Change) -> bool:
+    if change.action == Action.DELETE:
+        return False
+    return change.kind in (
+        Kind.VHOST,
+        Kind.USER,
+        Kind.PERMISSION,
+        Kind.TOPIC_PERMISSION,
+        Kind.USER_LIMIT,
+    )
+
+
+# Bulk ------------------------------------------------------------------------
+
+
+def _apply_batch(
+    client: ManagementClient, batch: list[Change], live: BrokerState
+) -> None:
+    document = _definitions(batch, live)
+    sizes = ", ".join(f"{len(v)} {k}" for k, v in document.items() if v)
+    log.info("importing %s in one definitions request", sizes)
+    client.post(api_path("definitions"), document)
+    for change in batch:
+        log.info("%s", _past(change))
+
+
+def _definitions(
+    batch: list[Change], live: BrokerState
+) -> dict[str, list[dict[str, Any]]]:
+    document: dict[str, list[dict[str, Any]]] = {
+        "vhosts": [],
+        "users": [],
+        "permissions": [],
+        "topic_permissions": [],
+    }
+    users: dict[str, dict[str, Any]] = {}
+    for change in batch:
+        if change.kind == Kind.VHOST:
+            document["vhosts"].append(_vhost_body(change.value, name=True))
+        elif change.kind == Kind.USER:
+            users[change.target[0]] = _user_entry(change, live)
+        elif change.kind == Kind.PERMISSION:
+            document["permissions"].append(_permission_entry(change))
+        elif change.kind == Kind.TOPIC_PERMISSION:
+            document["topic_permissions"].append(_topic_entry(change))
+    for change in batch:
+        if change.kind == Kind.USER_LIMIT:
+            user, limit = change.target
+            entry = users.get(user) or _unchanged_user_entry(live.users[user])
+            entry.setdefault("limits", {})[limit] = change.value
+            users[user] = entry
+    document["users"] = list(users.values())
+    return document
+
+
+def _user_entry(change: Change, live: BrokerState) -> dict[str, Any]:
+    declared: UserState = change.value
+    current = live.users.get(declared.name)
+    if "password" in change.fields or current is None or current.password is None:
+        stored = _stored(declared)
+    else:
+        assert isinstance(current.password, StoredPassword)
+        stored = current.password
+    return {
+        "name": declared.name,
+        "password_hash": stored.password_hash,
+        "hashing_algorithm": stored.algorithm.value,
+        "tags": sorted(declared.tags),
+    }
+
+
+def _unchanged_user_entry(current: UserState) -> dict[str, Any]:
+    # A limit change on its own still needs the whole user in the import,
+    # so the user is re-sent exactly as the broker stores it.
+    stored = current.password
+    entry: dict[str, Any] = {"name": current.name, "tags": sorted(current.tags)}
+    if isinstance(stored, StoredPassword):
+        entry["password_hash"] = stored.password_hash
+        entry["hashing_algorithm"] = stored.algorithm.value
+    else:
+        entry["password_hash"] = ""
+    return entry
+
+
+def _stored(user: UserState) -> StoredPassword:
+    password = user.password
+    if isinstance(password, StoredPassword):
+        return password
+    assert isinstance(password, PlainPassword), "declared users always have a password"
+    algorithm = HashingAlgorithm.SHA256
+    return StoredPassword(
+        hash_password(password.secret.get_secret_value(), algorithm), algorithm
+    )
+
+
+def _permission_entry(change: Change) -> dict[str, Any]:
+    vhost, user = change.target
+    access: Access = change.value
+    return {"user": user, "vhost": vhost, **vars(access)}
+
+
+def _topic_entry(change: Change) -> dict[str, Any]:
+    vhost, user, exchange = change.target
+    access: TopicAccess = change.value
+    return {"user": user, "vhost": vhost, "exchange": exchange, **vars(access)}
+
+
+def _vhost_body(vhost: VhostState, *, name: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": vhost.name} if name else {}
+    if vhost.description is not None:
+        body["description"] = vhost.description
+    return body
+
+
+# One request per object ------------------------------------------------------
+
+
+def _groups(changes: list[Change], bulk: bool) -> list[list[Change]]:
+    """Split into single changes, with all user deletions as one group in bulk mode."""
+    deletions = [
+        c for c in changes if c.kind == Kind.USER and c.action == Action.DELETE
+    ]
+    groups: list[list[Change]] = []
+    for change in changes:
+        if bulk and change in deletions:
+            if change is deletions[0]:
+                groups.append(deletions)
+        else:
+            groups.append([change])
+    return groups
+
+
+def _apply_group(
+    client: ManagementClient, group: list[Change], live: BrokerState
+) -> None:
+    if len(group) > 1:
+        # Only user deletions are grouped.
+        delete_users(client, [change.target[0] for change in group])
+    else:
+        change = group[0]
+        _HANDLERS[(change.kind, change.action == Action.DELETE)](client, change, live)
+    for change in group:
+        log.info("%s", _past(change))
+
+
+def _put_vhost(client: ManagementClient, change: Change, live: BrokerState) -> None:
+    client.put(api_path("vhosts", change.target[0]), _vhost_body(change.value))
+
+
+def _put_user(client: ManagementClient, change: Change, live: BrokerState) -> None:
+    entry = _user_entry(change, live)
+    body = {
+        "password_hash": entry["password_hash"],
+        "hashing_algorithm": entry["hashing_algorithm"],
+        # A comma-separated string is the form every broker version accepts.
+        "tags": ",".join(entry["tags"]),
+    }
+    client.put(api_path("users", change.target[0]), body)
+
+
+def _put_permission(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    vhost, user = change.target
+    client.put(api_path("permissions", vhost, user), vars(change.value))
+
+
+def _put_topic_permission(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    vhost, user, exchange = change.target
+    client.put(
+        api_path("topic-permissions", vhost, user),
+        {"exchange": exchange, **vars(change.value)},
+    )
+
+
+def _put_user_limit(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    user, limit = change.target
+    client.put(api_path("user-limits", user, limit), {"value": change.value})
+
+
+def _put_vhost_limit(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    vhost, limit = change.target
+    client.put(api_path("vhost-limits", vhost, limit), {"value": change.value})
+
+
+def _delete_path(
+    *prefix: str,
+) -> Callable[[ManagementClient, Change, BrokerState], None]:
+    def delete(client: ManagementClient, change: Change, live: BrokerState) -> None:
+        client.delete(api_path(*prefix, *change.target))
+
+    return delete
+
+
+def _delete_permission(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    vhost, user = change.target
+    client.delete(api_path("permissions", vhost, user))
+
+
+def _delete_topic_permission(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    vhost, user, exchange = change.target
+    client.delete(api_path("topic-permissions", vhost, user, exchange))
+
+
+Handler = Callable[[ManagementClient, Change, BrokerState], None]
+_HANDLERS: dict[tuple[Kind, bool], Handler] = {
+    (Kind.VHOST, False): _put_vhost,
+    (Kind.USER, False): _put_user,
+    (Kind.PERMISSION, False): _put_permission,
+    (Kind.TOPIC_PERMISSION, False): _put_topic_permission,
+    (Kind.USER_LIMIT, False): _put_user_limit,
+    (Kind.VHOST_LIMIT, False): _put_vhost_limit,
+    (Kind.VHOST, True): _delete_path("vhosts"),
+    (Kind.USER, True): _delete_path("users"),
+    (Kind.PERMISSION, True): _delete_permission,
+    (Kind.TOPIC_PERMISSION, True): _delete_topic_permission,
+    (Kind.USER_LIMIT, True): _delete_path("user-limits"),
+    (Kind.VHOST_LIMIT, True): _delete_path("vhost-limits"),
+}
+
+
+def _apply_own_password(
+    client: ManagementClient, change: Change, live: BrokerState
+) -> None:
+    _put_user(client, change, live)
+    log.info("%s (the provisioner's own login)", _past(change))
+    declared: UserState = change.value
+    if isinstance(declared.password, PlainPassword):
+        client.set_password(declared.password.secret.get_secret_value())
+
+
+def delete_users(client: ManagementClient, names: list[str]) -> None:
+    """Delete ``names`` in one request, falling back to one request each."""
+    try:
+        client.post(api_path("users", "bulk-delete"), {"users": names})
+    except RequestRejected:
+        # 3.x rejects the whole call when one user is already gone, after
+        # deleting the ones before it; deleting one by one finishes the job.
+        for name in names:
+            client.delete(api_path("users", name))
+
+
+_PAST = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DELETE: "deleted"}
+
+
+def _past(change: Change) -> str:
+    text = change.describe()
+    verb = str(change.action)
+    return _PAST[change.action] + text[len(verb) :]

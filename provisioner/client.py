@@ -1,0 +1,233 @@
+"""The one HTTP client for RabbitMQ's management API.
+
+Every request goes through ``ManagementClient.request``: path segments are
+percent-encoded exactly once, each request has a timeout, transient failures
+(connection errors, timeouts, 5xx) are retried with backoff, and every
+``requests`` failure is translated here into the provisioner's own errors.
+Headers and bodies are never logged, since they carry credentials and hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+import tenacity
+
+from provisioner import redact
+from provisioner.errors import (
+    AuthenticationFailed,
+    BrokerError,
+    BrokerUnavailable,
+    RequestRejected,
+)
+from provisioner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OK = (200, 201, 204)
+_REASON_LIMIT = 300
+
+
+def api_path(*segments: str) -> str:
+    """Build ``/api/...`` with each segment percent-encoded once (``/`` is ``%2F``)."""
+    return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+class ManagementClient:
+    """Session-based client that retries what can succeed on retry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        attempts: int = 6,
+        max_delay: float = 5.0,
+    ) -> None:
+        self.base_url = settings.management_url
+        self.username = settings.login
+        self.credential_source = settings.credential_source()
+        self.timeout = settings.request_timeout
+        self.attempts = attempts
+        self.max_delay = max_delay
+        self.request_count = 0
+        self.session = session or requests.Session()
+        # Proxies and .netrc from the environment would silently redirect or
+        # re-authenticate requests meant for the local broker.
+        self.session.trust_env = False
+        self.session.verify = settings.tls_verify
+        self.session.headers["Content-Type"] = "application/json"
+        self.set_password(settings.login_password)
+
+    def set_password(self, password: str) -> None:
+        """Log in with ``password`` from now on (after rotating our own account)."""
+        redact.register_basic_auth(self.username, password)
+        self.session.auth = (self.username, password)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        ok: Collection[int] = OK,
+        retry: bool = True,
+    ) -> requests.Response:
+        """Send one request; raise a BrokerError subclass unless the status is in ``ok``."""
+        attempts = self.attempts if retry else 1
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=self.max_delay),
+            retry=tenacity.retry_if_exception_type(BrokerUnavailable),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return retrying(self._send, method, path, body, ok)
+
+    def get(self, path: str, *, ok: Collection[int] = OK, retry: bool = True) -> Any:
+        """GET ``path`` and return the decoded JSON body."""
+        response = self.request("GET", path, ok=ok, retry=retry)
+        try:
+            return response.json()
+        except ValueError:
+            raise BrokerError(
+                f"GET {path} returned a body that is not JSON",
+                method="GET",
+                path=path,
+                status=response.status_code,
+            ) from None
+
+    def put(self, path: str, body: Any) -> requests.Response:
+        """PUT a JSON body to ``path``."""
+        return self.request("PUT", path, body=body)
+
+    def post(self, path: str, body: Any) -> requests.Response:
+        """POST a JSON body to ``path``."""
+        return self.request("POST", path, body=body)
+
+    def delete(self, path: str, *, missing_ok: bool = True) -> requests.Response:
+        """DELETE ``path``; a 404 counts as done unless ``missing_ok`` is false."""
+        ok = (*OK, 404) if missing_ok else OK
+        return self.request("DELETE", path, ok=ok)
+
+    def _send(
+        self, method: str, path: str, body: Any, ok: Collection[int]
+    ) -> requests.Response:
+        self.request_count += 1
+        url = self.base_url + path
+        try:
+            response = self.session.request(
+                method, url, json=body, timeout=self.timeout
+            )
+        except requests.Timeout:
+            raise BrokerUnavailable(
+                f"{method} {path} timed out after {self.timeout:g} s",
+                method=method,
+                path=path,
+            ) from None
+        except requests.exceptions.SSLError as error:
+            raise BrokerError(
+                _tls_message(method, path, error), method=method, path=path
+            ) from None
+        except requests.ConnectionError as error:
+            raise BrokerUnavailable(
+                f"{method} {path} failed: cannot connect to {self.base_url} ({_cause(error)})",
+                method=method,
+                path=path,
+            ) from None
+        except requests.RequestException as error:
+            raise BrokerError(
+                f"{method} {path} failed: {type(error).__name__}",
+                method=method,
+                path=path,
+            ) from None
+        log.debug("%s %s -> %s", method, path, response.status_code)
+        if response.status_code in ok:
+            return response
+        raise self._translate(method, path, response)
+
+    def _translate(
+        self, method: str, path: str, response: requests.Response
+    ) -> BrokerError:
+        status = response.status_code
+        reason = _reason(response)
+        if status == 401:
+            return AuthenticationFailed(
+                f"the broker rejected the login of user {self.username!r} "
+                f"(HTTP 401 on {method} {path}); the credentials come from "
+                f"{self.credential_source}; check that user name and password",
+                method=method,
+                path=path,
+                status=status,
+            )
+        if status >= 500:
+            return BrokerUnavailable(
+                f"{method} {path} failed with HTTP {status}{reason}",
+                method=method,
+                path=path,
+                status=status,
+            )
+        if status == 403:
+            detail = f"user {self.username!r} is not allowed to do this; it needs the administrator tag"
+        elif status in (404, 405):
+            detail = "the broker has no such object or endpoint"
+        else:
+            detail = "the broker rejected the request"
+        return RequestRejected(
+            f"{method} {path} failed with HTTP {status}: {detail}{reason}",
+            method=method,
+            path=path,
+            status=status,
+        )
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(payload, Mapping):
+        return ""
+    reason = str(payload.get("reason") or payload.get("error") or "")
+    if not reason:
+        return ""
+    return " (" + redact.redact(reason)[:_REASON_LIMIT] + ")"
+
+
+def _cause(error: requests.ConnectionError) -> str:
+    text = str(error)
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Connection reset",
+    ):
+        if marker in text:
+            return marker.lower()
+    return type(error).__name__
+
+
+def _tls_message(method: str, path: str, error: requests.exceptions.SSLError) -> str:
+    detail = (
+        "certificate verify failed"
+        if "CERTIFICATE_VERIFY_FAILED" in str(error)
+        else "TLS error"
+    )
+    return (
+        f"{method} {path} failed: {detail}; set PROVISIONER_CA_BUNDLE to the CA that "
+        "signed the broker's certificate (verification stays on by default)"
+    )
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    log.warning(
+        "%s; retrying in %.1f s (attempt %d failed)",
+        error,
+        delay,
+        state.attempt_number,
+    )

@@ -1,0 +1,70 @@
+"""Compile a validated ``UsersFile`` into the declared ``BrokerState``.
+
+This is where password sources are resolved (files read, hashes parsed) and
+where every declared secret is registered for redaction, so nothing after
+this point can print one by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from provisioner import redact, spec
+from provisioner.passwords import HashingAlgorithm
+from provisioner.state import (
+    Access,
+    BrokerState,
+    Password,
+    PlainPassword,
+    StoredPassword,
+    TopicAccess,
+    UserState,
+    VhostState,
+)
+from provisioner.validate import read_password_file
+
+
+def declared_state(users_file: spec.UsersFile, base_dir: Path) -> BrokerState:
+    """Return the broker state that ``users_file`` declares."""
+    state = BrokerState()
+    for vhost in users_file.vhosts:
+        state.vhosts[vhost.name] = VhostState(
+            vhost.name, vhost.description, spec.limit_values(vhost.limits)
+        )
+    for user in users_file.users:
+        state.users[user.name] = UserState(
+            user.name,
+            frozenset(user.tags),
+            _password(user, base_dir),
+            spec.limit_values(user.limits),
+        )
+        _add_grants(state, user)
+    return state
+
+
+def _add_grants(state: BrokerState, user: spec.User) -> None:
+    for permission in user.permissions:
+        state.permissions[(permission.vhost, user.name)] = Access(
+            permission.configure, permission.write, permission.read
+        )
+    for topic in user.topic_permissions:
+        state.topic_permissions[(topic.vhost, user.name, topic.exchange)] = TopicAccess(
+            topic.write, topic.read
+        )
+
+
+def _password(user: spec.User, base_dir: Path) -> Password:
+    if user.password_hash is not None:
+        value = user.password_hash.get_secret_value()
+        redact.register(value)
+        algorithm = HashingAlgorithm.from_short_name(user.hashing_algorithm)
+        return StoredPassword(value, algorithm)
+    if user.password_file is not None:
+        text = read_password_file(user.password_file, base_dir)
+        redact.register(text)
+        return PlainPassword(SecretStr(text))
+    assert user.password is not None, "validation guarantees one password source"
+    redact.register(user.password.get_secret_value())
+    return PlainPassword(user.password)

@@ -24,6 +24,7 @@ from provisioner.loader import Document, PathKey, SourceMap, load_file
 from provisioner.passwords import HashingAlgorithm, hash_form_error
 
 ROOT_VHOST = "/"
+EXTENSION_PREFIX = "x-"
 _SECTIONS: dict[str, type[BaseModel]] = {
     "vhosts": spec.Vhost,
     "users": spec.User,
@@ -84,7 +85,8 @@ class _Checker:
 
     def parse_sections(self, data: dict[str, Any]) -> spec.UsersFile:
         for key in data:
-            if key not in spec.UsersFile.model_fields:
+            # "x-" keys hold YAML anchors for reuse, as in compose files.
+            if key not in spec.UsersFile.model_fields and not key.startswith(EXTENSION_PREFIX):
                 self._unknown_key((key,), list(spec.UsersFile.model_fields))
         vhosts = self._parse_list(data, "vhosts", spec.Vhost)
         users = self._parse_list(data, "users", spec.User)

@@ -1,0 +1,238 @@
+"""Validation of users.yaml: each problem is named with file, line and key."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import InvalidInput
+from provisioner.validate import load_users_file
+
+ENV = {"PW": "secret-value-1"}
+
+
+def load(tmp_path: Path, text: str, env=None):
+    path = tmp_path / "users.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return load_users_file(path, ENV if env is None else env)
+
+
+def problems(tmp_path: Path, text: str, env=None) -> list[str]:
+    with pytest.raises(InvalidInput) as caught:
+        load(tmp_path, text, env)
+    prefix = str(tmp_path) + "/"
+    return [str(problem).replace(prefix, "") for problem in caught.value.problems]
+
+
+def test_issue_example_is_valid(tmp_path):
+    parsed = load(
+        tmp_path,
+        r"""
+        vhosts:
+          - name: /
+          - name: telemetry
+            description: Sensor traffic
+            limits: {max-connections: 200, max-queues: 1000}
+        users:
+          - name: sensor-01
+            password: ${PW}
+            tags: []
+            limits: {max-connections: 2, max-channels: 4}
+            permissions:
+              - {vhost: telemetry, configure: "^$", write: "^amq\\.topic$", read: "^$"}
+            topic_permissions:
+              - {vhost: telemetry, exchange: amq.topic, write: "^sensors\\.sensor-01\\..+$", read: "^$"}
+        prune:
+          users: false
+          protect: [ops]
+        """,
+    )
+    user = parsed.users[0]
+    assert user.password is not None
+    assert user.password.get_secret_value() == "secret-value-1"
+    assert user.permissions[0].write == r"^amq\.topic$"
+    assert parsed.prune.protect == ["ops"]
+
+
+def test_omitted_grants_mean_deny(tmp_path):
+    parsed = load(
+        tmp_path, "users: [{name: a, password: x, permissions: [{vhost: /}]}]"
+    )
+    permission = parsed.users[0].permissions[0]
+    assert (permission.configure, permission.write, permission.read) == ("", "", "")
+
+
+def test_tags_string_form(tmp_path):
+    parsed = load(
+        tmp_path, "users: [{name: a, password: x, tags: 'management, monitoring'}]"
+    )
+    assert parsed.users[0].tags == ["management", "monitoring"]
+
+
+def test_yaml_boolean_name_reported_with_quote_hint(tmp_path):
+    found = problems(tmp_path, "users:\n  - name: no\n    password: x\n")
+    assert found == [
+        "users.yaml:2:11: users[0].name: expected a string, but YAML reads no as the "
+        'boolean false; quote it: name: "no"'
+    ]
+
+
+def test_numeric_password_not_echoed(tmp_path):
+    found = problems(tmp_path, "users:\n  - name: a\n    password: 0123\n")
+    assert len(found) == 1
+    assert "users[0].password" in found[0]
+    assert "123" not in found[0]
+    assert "quote it" in found[0]
+
+
+def test_all_problems_reported_together(tmp_path):
+    found = problems(
+        tmp_path,
+        """
+        vhosts:
+          - name: telemetry
+            limits: {max-queue: 5}
+        users:
+          - name: a
+            password: ${MISSING}
+          - name: b
+            password: x
+            permisions: []
+          - name: c
+            password: x
+            permissions:
+              - {vhost: nowhere, write: "(unclosed"}
+        """,
+    )
+    joined = "\n".join(found)
+    assert "MISSING is not set" in joined
+    assert "did you mean 'max-queues'" in joined
+    assert "did you mean 'permissions'" in joined
+    assert "vhost 'nowhere' is not declared" in joined
+    assert "does not compile" in joined
+    assert len(found) == 5
+
+
+def test_problem_names_line_and_column(tmp_path):
+    found = problems(
+        tmp_path, "users:\n  - name: a\n    password: x\n    colour: red\n"
+    )
+    assert found[0].startswith("users.yaml:4:5: users[0].colour: unknown key 'colour'")
+
+
+def test_duplicate_user_names(tmp_path):
+    found = problems(
+        tmp_path, "users:\n  - {name: a, password: x}\n  - {name: a, password: y}\n"
+    )
+    assert len(found) == 2
+    assert all("duplicate name 'a'" in p for p in found)
+
+
+def test_duplicate_yaml_keys_not_silently_dropped(tmp_path):
+    found = problems(
+        tmp_path, "users:\n  - name: a\n    password: x\n    password: y\n"
+    )
+    assert "duplicate key 'password'" in found[0]
+
+
+def test_root_vhost_needs_no_declaration(tmp_path):
+    parsed = load(
+        tmp_path, "users: [{name: a, password: x, permissions: [{vhost: /}]}]"
+    )
+    assert parsed.users[0].permissions[0].vhost == "/"
+
+
+def test_user_limit_that_belongs_to_vhosts(tmp_path):
+    found = problems(
+        tmp_path, "users: [{name: gw, password: x, limits: {max-queues: 10}}]"
+    )
+    assert "unknown key 'max-queues'" in found[0]
+    assert "allowed: max-connections, max-channels" in found[0]
+
+
+def test_negative_limit_below_minus_one(tmp_path):
+    found = problems(
+        tmp_path, "users: [{name: gw, password: x, limits: {max-channels: -5}}]"
+    )
+    assert "-1 (no limit)" in found[0]
+
+
+def test_password_fallback_refused(tmp_path):
+    found = problems(tmp_path, "users: [{name: a, password: '${PW:-guest}'}]")
+    assert "fallback" in found[0]
+    assert "guest" not in found[0]
+
+
+def test_default_allowed_outside_passwords(tmp_path):
+    parsed = load(tmp_path, "vhosts: [{name: '${SITE:-plant-a}'}]")
+    assert parsed.vhosts[0].name == "plant-a"
+
+
+def test_literal_dollar_brace_escape(tmp_path):
+    parsed = load(tmp_path, "vhosts: [{name: a, description: 'cost $${X}'}]")
+    assert parsed.vhosts[0].description == "cost ${X}"
+
+
+def test_password_sources_exclusive(tmp_path):
+    found = problems(tmp_path, "users: [{name: a, password: x, password_file: f}]")
+    assert "exactly one of password, password_file and password_hash" in found[0]
+
+
+def test_no_password_source(tmp_path):
+    found = problems(tmp_path, "users: [{name: a}]")
+    assert "has none" in found[0]
+
+
+def test_password_file_trailing_newline_stripped(tmp_path):
+    (tmp_path / "pw").write_text("from-file\n", encoding="utf-8")
+    parsed = load(tmp_path, "users: [{name: a, password_file: pw}]")
+    assert parsed.users[0].password_file == "pw"
+
+
+def test_unreadable_password_file_names_path(tmp_path):
+    found = problems(tmp_path, "users: [{name: a, password_file: missing.txt}]")
+    assert "missing.txt" in found[0]
+    assert "cannot be read" in found[0]
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path):
+    found = problems(tmp_path, "users:\n  - name: [a\n")
+    assert found[0].startswith("users.yaml:")
+    assert "invalid YAML" in found[0]
+
+
+def test_top_level_list_rejected(tmp_path):
+    found = problems(tmp_path, "- a\n- b\n")
+    assert "must be a mapping" in found[0]
+
+
+def test_empty_file_is_empty_declaration(tmp_path):
+    parsed = load(tmp_path, "")
+    assert parsed.users == []
+    assert parsed.vhosts == []
+
+
+def test_alias_bomb_rejected(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 8):
+        lines.append(
+            f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]"
+        )
+    lines.append("users: *a7")
+    found = problems(tmp_path, "\n".join(lines) + "\n")
+    assert "expands to more than" in found[0]
+
+
+def test_merge_keys_share_grants(tmp_path):
+    parsed = load(
+        tmp_path,
+        """
+        base: &base {vhost: /, write: "^amq\\\\.topic$"}
+        users:
+          - name: a
+            password: x
+            permissions: [{<<: *base, read: "^r$"}]
+        """.replace("base: &base", "x-base: &base"),
+    )
+    permission = parsed.users[0].permissions[0]
+    assert permission.read == "^r$"

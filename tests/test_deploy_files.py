@@ -97,6 +97,10 @@ class TestFlyToml:
     def test_stop_signal_is_sigterm(self) -> None:
         assert load_fly()["kill_signal"] == "SIGTERM"
 
+    def test_restart_policy_always(self) -> None:
+        policies = [restart["policy"] for restart in load_fly()["restart"]]
+        assert policies == ["always"]
+
 
 class TestRabbitmqConf:
     def test_absolute_memory_watermark(self) -> None:
@@ -137,6 +141,10 @@ class TestDockerCompose:
     def test_web_mqtt_published(self) -> None:
         ports = [str(p) for p in load_compose()["services"]["broker"]["ports"]]
         assert f"{WEB_MQTT_PORT}:{WEB_MQTT_PORT}" in ports
+
+    def test_restart_after_clean_exit(self) -> None:
+        broker = load_compose()["services"]["broker"]
+        assert broker["restart"] in ("always", "unless-stopped")
 
     def test_secrets_from_env_file(self) -> None:
         broker = load_compose()["services"]["broker"]

@@ -36,10 +36,11 @@ USERNAME_VARIABLE = "{username}"
 CLIENT_ID_VARIABLE = "{client_id}"
 VARIABLES = (USERNAME_VARIABLE, CLIENT_ID_VARIABLE)
 
-# From 4.2.9 RabbitMQ regex-escapes the values it substitutes for the
-# variables. Before that they are inserted as regex source, so a value that
-# contains a metacharacter widens the rule.
-ESCAPED_VARIABLES_SINCE = (4, 2, 9)
+# From 4.2.4 RabbitMQ regex-escapes the values it substitutes for the
+# variables (`expand_topic_permission` in rabbit_auth_backend_internal.erl:
+# v4.2.3 inserts them as they are, v4.2.4 escapes them). Before that a value
+# that contains a metacharacter widens the rule.
+ESCAPED_VARIABLES_SINCE = (4, 2, 4)
 
 # MQTT 5 delayed wills (3.13+) go through a queue named mqtt-will-<client id>.
 WILL_QUEUE_SINCE = (3, 13, 0)
@@ -159,7 +160,7 @@ def compile_grant(grant: MqttGrant) -> CompiledGrant:
     unions would make the regex grow with every pair of grants.
 
     `{username}` and `{client_id}` stay in the topic regexes for the broker
-    to expand. Brokers before 4.2.9 insert the values without regex
+    to expand. Brokers before 4.2.4 insert the values without regex
     escaping, so for those versions (and for `broker_version=None`) a grant
     is rejected when a value could carry a metacharacter. `{client_id}` is
     rejected in publish filters on every version, because a publish-only
@@ -186,7 +187,7 @@ def compile_grant(grant: MqttGrant) -> CompiledGrant:
             [_publish_regex(f) for f in _unique(grant.publish)]
         ),
         topic_read=_anchored_union(
-            [_subscribe_regex(f) for f in _unique(grant.subscribe)]
+            [r for f in _unique(grant.subscribe) for r in _subscribe_regexes(f)]
         ),
     )
 
@@ -267,7 +268,7 @@ def _check_variables(
             topic_filter,
             field,
             f"the username {grant.username!r} contains a regex metacharacter, which "
-            "brokers before 4.2.9 insert unescaped; write the username literally",
+            "brokers before 4.2.4 insert unescaped; write the username literally",
         )
     if CLIENT_ID_VARIABLE in topic_filter and any(
         cid.endswith("*") or _has_metacharacter(cid) for cid in client_ids
@@ -275,7 +276,7 @@ def _check_variables(
         raise TopicFilterError(
             topic_filter,
             field,
-            "brokers before 4.2.9 insert {client_id} unescaped, so every client "
+            "brokers before 4.2.4 insert {client_id} unescaped, so every client "
             "id must be fixed and free of regex metacharacters; list exact "
             "client_ids",
         )
@@ -330,15 +331,16 @@ def _publish_regex(topic_filter: str) -> str:
     return "".join(pieces)
 
 
-def _subscribe_regex(topic_filter: str) -> str:
-    """Return a regex for the routing forms of filters that `topic_filter` covers.
+def _subscribe_regexes(topic_filter: str) -> list[str]:
+    """Return regexes for the routing forms of filters that `topic_filter` covers.
 
     In a granted position a literal level accepts only itself, `+` accepts a
     literal level or `*` (a requested `+`) but not `#`, and `#` accepts any
     tail, wildcards included.
     """
+    levels = topic_filter.split("/")
     pieces: list[str] = []
-    for index, level in enumerate(topic_filter.split("/")):
+    for index, level in enumerate(levels):
         separator = "" if index == 0 else "\\."
         guard = _NOT_DOLLAR if index == 0 else ""
         if level == "#":
@@ -347,7 +349,21 @@ def _subscribe_regex(topic_filter: str) -> str:
             pieces.append(f"{separator}{guard}[^.#]*")
         else:
             pieces.append(separator + _escape_level(level))
-    return "".join(pieces)
+    return ["".join(pieces), *_requests_without_parent(levels)]
+
+
+def _requests_without_parent(levels: list[str]) -> list[str]:
+    """Return the extra requests a granted `+/#` or `/+/#` style filter covers.
+
+    A requested `#` or `/#` would also match its parent, the empty topic,
+    which cannot exist. So a request for `#` means `+/#`, and `/#` means
+    `/+/#`, and grants that cover those cover the shorter requests too.
+    """
+    if levels == ["+", "#"]:
+        return ["#"]
+    if len(levels) == 3 and levels[0] in ("", "+") and levels[1:] == ["+", "#"]:
+        return ["\\.#"]
+    return []
 
 
 def _escape_level(level: str) -> str:

@@ -6,8 +6,9 @@ permissions, and routing keys (`sensors.*.temp`) for topic permissions. This
 module does that translation and nothing else. It performs no I/O and does
 not read the users file or call the HTTP API.
 
-What the MQTT plugin checks, measured with paho-mqtt 2.2 over WebSocket
-against RabbitMQ 3.10.8 (Debian 12), and read in the 4.x plugin source
+What the MQTT plugin checks, measured with paho-mqtt 2.2 (MQTT 3.1.1 over
+WebSocket) against RabbitMQ 3.10.8 (Debian 12) and 4.0.5 (Debian 13), with
+the same results on both, and read in the 4.x plugin source
 (`deps/rabbitmq_mqtt/src/rabbit_mqtt_processor.erl` on the main branch):
 
 - Connect needs a permission entry on the vhost. Any client id connects,
@@ -19,9 +20,9 @@ against RabbitMQ 3.10.8 (Debian 12), and read in the 4.x plugin source
 - Subscribe declares `mqtt-subscription-<client id>qos<0|1>`, one queue per
   QoS in use, and needs configure, write and read on that queue, read on the
   exchange and topic read on the filter. It needs no write on the exchange.
-- A will (delay 0, the only kind in MQTT 3.1.1) is published on the
-  client's behalf. On 3.10.8 it passed the topic write check but not the
-  exchange write check, so it arrived even without exchange write.
+- A will (delay 0, the only kind in MQTT 3.1.1) is checked against topic
+  write only: it arrived without write on the exchange, and it was dropped
+  for a topic outside the topic permission.
 - Retained messages reach a subscriber that has topic read on its filter.
 - A refused publish or subscribe closes the connection.
 """

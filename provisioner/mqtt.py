@@ -40,7 +40,8 @@ VARIABLES = (USERNAME_VARIABLE, CLIENT_ID_VARIABLE)
 # From 4.2.4 RabbitMQ regex-escapes the values it substitutes for the
 # variables (`expand_topic_permission` in rabbit_auth_backend_internal.erl:
 # v4.2.3 inserts them as they are, v4.2.4 escapes them). Before that a value
-# that contains a metacharacter widens the rule.
+# that contains a metacharacter widens the rule: with `^{username}\.x$`, the
+# user `a.b` could publish to `aZb/x` on 3.10.8 and 4.0.5.
 ESCAPED_VARIABLES_SINCE = (4, 2, 4)
 
 # MQTT 5 delayed wills (3.13+) go through a queue named mqtt-will-<client id>.

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds between syncs; 0 exits after the first sync (default 0)",
     )
+    explain = _add(
+        commands,
+        common,
+        "explain",
+        "show each user's compiled permissions and their source",
+    )
+    explain.add_argument("--user", action="append", help="only this user (repeatable)")
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
     return parser
 
@@ -219,6 +226,26 @@ def _wait(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.errors import InvalidInput, Problem
+    from provisioner.explain import explain_users
+    from provisioner.runner import load_declared
+
+    users = load_declared(settings).users_file.users
+    if args.user:
+        unknown = sorted(set(args.user) - {user.name for user in users})
+        if unknown:
+            raise InvalidInput(
+                [
+                    Problem("--user", f"user {name!r} is not declared in the file")
+                    for name in unknown
+                ]
+            )
+        users = [user for user in users if user.name in args.user]
+    print(explain_users(users))
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.serve import Signals, serve
 
@@ -229,6 +256,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 _COMMANDS: dict[str, Command] = {
     "serve": _serve,
+    "explain": _explain,
     "validate": _validate,
     "plan": _plan,
     "sync": _sync,

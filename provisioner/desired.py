@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from provisioner import redact, spec
+from provisioner import mqtt, redact, spec
 from provisioner.passwords import HashingAlgorithm
 from provisioner.state import (
     Access,
@@ -45,6 +45,14 @@ def declared_state(users_file: spec.UsersFile, base_dir: Path) -> BrokerState:
 
 
 def _add_grants(state: BrokerState, user: spec.User) -> None:
+    if user.mqtt is not None:
+        compiled = mqtt.compile_grant(user.mqtt.grant(user.name))
+        state.permissions[(compiled.vhost, user.name)] = Access(
+            compiled.configure, compiled.write, compiled.read
+        )
+        state.topic_permissions[(compiled.vhost, user.name, compiled.exchange)] = (
+            TopicAccess(compiled.topic_write, compiled.topic_read)
+        )
     for permission in user.permissions:
         state.permissions[(permission.vhost, user.name)] = Access(
             permission.configure, permission.write, permission.read

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from provisioner import mqtt
+
 DEFAULT_EXCHANGE = "amq.topic"
 HASH_ALGORITHMS = ("sha256", "sha512", "md5")
 
@@ -73,14 +75,29 @@ class TopicPermission(_Strict):
     read: Regex = ""
 
 
-class MqttGrant(_Strict):
-    """MQTT topic filters compiled into the permissions a device needs."""
+class MqttBlock(_Strict):
+    """MQTT topic filters compiled into the permissions a device needs.
+
+    ``client_ids`` defaults to the user name and the user name followed by
+    ``-`` and anything; a final ``*`` means any suffix.
+    """
 
     vhost: str = Field(default="/", min_length=1)
     client_ids: list[str] | None = None
     publish: list[str] = Field(default_factory=list)
     subscribe: list[str] = Field(default_factory=list)
     exchange: str = Field(default=DEFAULT_EXCHANGE, min_length=1)
+
+    def grant(self, username: str) -> mqtt.MqttGrant:
+        """Return the compiler's input for the user ``username``."""
+        return mqtt.MqttGrant(
+            username=username,
+            vhost=self.vhost,
+            client_ids=tuple(self.client_ids or ()),
+            publish=tuple(self.publish),
+            subscribe=tuple(self.subscribe),
+            exchange=self.exchange,
+        )
 
 
 class User(_Strict):
@@ -95,7 +112,7 @@ class User(_Strict):
     limits: UserLimits = Field(default_factory=UserLimits)
     permissions: list[Permission] = Field(default_factory=list)
     topic_permissions: list[TopicPermission] = Field(default_factory=list)
-    mqtt: MqttGrant | None = None
+    mqtt: MqttBlock | None = None
 
 
 class Prune(_Strict):

@@ -21,6 +21,7 @@ from provisioner import spec
 from provisioner.errors import InvalidInput, Problem
 from provisioner.interpolate import SECRET_KEYS, interpolate
 from provisioner.loader import Document, PathKey, SourceMap, load_file
+from provisioner.mqtt_checks import check_mqtt_blocks, warn_slash_topics
 from provisioner.passwords import HashingAlgorithm, hash_form_error
 
 ROOT_VHOST = "/"
@@ -244,6 +245,8 @@ def _cross_check(
     for user, index in zip(parsed.users, origins["users"], strict=True):
         at: PathKey = ("users", index)
         problems += _check_user(user, at, declared_vhosts, source, base_dir)
+    problems += check_mqtt_blocks(parsed.users, origins["users"], source)
+    warn_slash_topics(parsed.users, origins["users"], source)
     return problems
 
 

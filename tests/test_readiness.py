@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
+from provisioner.client import ManagementClient
 from provisioner.errors import (
     AuthenticationFailed,
     BrokerNotReady,
@@ -53,7 +56,9 @@ def unavailable() -> BrokerUnavailable:
 def test_backoff_grows_to_cap():
     clock = FakeClock()
     client = ScriptedClient([unavailable() for _ in range(10)])
-    wait_until_ready(client, 120, clock=clock, sleep=clock.sleep)
+    wait_until_ready(
+        cast(ManagementClient, client), 120, clock=clock, sleep=clock.sleep
+    )
     assert clock.sleeps[0] < 1
     assert clock.sleeps == sorted(clock.sleeps)
     assert max(clock.sleeps) == MAX_DELAY
@@ -63,7 +68,9 @@ def test_deadline_raises_not_ready_with_last_problem():
     clock = FakeClock()
     client = ScriptedClient([unavailable() for _ in range(1000)])
     with pytest.raises(BrokerNotReady) as caught:
-        wait_until_ready(client, 10, clock=clock, sleep=clock.sleep)
+        wait_until_ready(
+            cast(ManagementClient, client), 10, clock=clock, sleep=clock.sleep
+        )
     assert "within 10 s" in str(caught.value)
     assert "HTTP 503" in str(caught.value)
     assert clock.now <= 10.0 + 1e-9
@@ -72,7 +79,7 @@ def test_deadline_raises_not_ready_with_last_problem():
 def test_brief_401_at_boot_is_tolerated():
     clock = FakeClock()
     client = ScriptedClient([AuthenticationFailed("401", status=401), None])
-    wait_until_ready(client, 60, clock=clock, sleep=clock.sleep)
+    wait_until_ready(cast(ManagementClient, client), 60, clock=clock, sleep=clock.sleep)
     assert clock.now < AUTH_GRACE
 
 
@@ -82,7 +89,9 @@ def test_persistent_401_ends_quickly():
         [AuthenticationFailed("401", status=401) for _ in range(100)]
     )
     with pytest.raises(AuthenticationFailed):
-        wait_until_ready(client, 120, clock=clock, sleep=clock.sleep)
+        wait_until_ready(
+            cast(ManagementClient, client), 120, clock=clock, sleep=clock.sleep
+        )
     assert AUTH_GRACE <= clock.now < AUTH_GRACE + MAX_DELAY + 1
 
 
@@ -90,5 +99,7 @@ def test_403_fails_at_once():
     clock = FakeClock()
     client = ScriptedClient([RequestRejected("403", status=403)])
     with pytest.raises(RequestRejected):
-        wait_until_ready(client, 120, clock=clock, sleep=clock.sleep)
+        wait_until_ready(
+            cast(ManagementClient, client), 120, clock=clock, sleep=clock.sleep
+        )
     assert clock.sleeps == []

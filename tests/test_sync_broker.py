@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from requests.auth import HTTPBasicAuth
 
 from provisioner.passwords import HashingAlgorithm, password_matches
 from tests.provisioner_cli import (
@@ -29,7 +30,7 @@ def write(tmp_path: Path, text: str, name: str = "users.yaml") -> Path:
 def whoami(node, user: str, password: str) -> int:
     response = requests.get(
         f"{node.management_url}/api/whoami",
-        auth=(user.encode("utf-8"), password.encode("utf-8")),
+        auth=HTTPBasicAuth(user.encode("utf-8"), password.encode("utf-8")),
         timeout=10,
     )
     return response.status_code
@@ -37,7 +38,9 @@ def whoami(node, user: str, password: str) -> int:
 
 def test_example_file_provisions_and_converges(clean_broker, tmp_path):
     env = {"SENSOR_01_PASSWORD": "sensor-one-pw"}
-    result = run_cli(clean_broker, "sync", users_file=REPO / "users.yaml", env=env)
+    result = run_cli(
+        clean_broker, "sync", users_file=REPO / "examples" / "telemetry.yaml", env=env
+    )
     assert result.returncode == 0, result.stderr
 
     user = api_get(clean_broker, "users/sensor-01")
@@ -62,7 +65,7 @@ def test_example_file_provisions_and_converges(clean_broker, tmp_path):
         clean_broker,
         "plan",
         "--detailed-exitcode",
-        users_file=REPO / "users.yaml",
+        users_file=REPO / "examples" / "telemetry.yaml",
         env=env,
     )
     assert plan.returncode == 0, plan.stdout + plan.stderr

@@ -236,3 +236,82 @@ def test_merge_keys_share_grants(tmp_path):
     )
     permission = parsed.users[0].permissions[0]
     assert permission.read == "^r$"
+
+
+def test_mqtt_block_compiles(tmp_path):
+    parsed = load(
+        tmp_path,
+        "users: [{name: room, password: x, mqtt: {publish: [/priv/room/sample]}}]",
+    )
+    assert parsed.users[0].mqtt is not None
+    assert parsed.users[0].mqtt.publish == ["/priv/room/sample"]
+
+
+def test_mqtt_bad_filter_named_with_its_place(tmp_path):
+    found = problems(
+        tmp_path,
+        "users:\n  - name: d\n    password: x\n    mqtt:\n      publish: [ok/topic, 'a/#/b']\n",
+    )
+    assert len(found) == 1
+    assert found[0].startswith("users.yaml:5:")
+    assert "users[0].mqtt.publish[1]" in found[0]
+    assert "'#' must be the last level" in found[0]
+
+
+def test_mqtt_dot_in_topic_rejected(tmp_path):
+    found = problems(
+        tmp_path, "users: [{name: d, password: x, mqtt: {subscribe: [a.b/c]}}]"
+    )
+    assert "level separator" in found[0]
+
+
+def test_mqtt_block_and_hand_written_permission_conflict(tmp_path):
+    found = problems(
+        tmp_path,
+        """
+        users:
+          - name: d
+            password: x
+            mqtt: {publish: [a/b]}
+            permissions: [{vhost: /, read: ".*"}]
+            topic_permissions: [{vhost: /, write: "^x$"}]
+        """,
+    )
+    assert len(found) == 2
+    assert "both an mqtt block and a hand-written permission" in found[0]
+    assert "hand-written topic permission" in found[1]
+
+
+def test_mqtt_client_ids_overlap_across_users(tmp_path):
+    found = problems(
+        tmp_path,
+        """
+        users:
+          - {name: sensor-01, password: x, mqtt: {subscribe: [a]}}
+          - {name: sensor-01-b, password: x, mqtt: {subscribe: [b]}}
+        """,
+    )
+    assert len(found) == 1
+    assert "overlap" in found[0]
+    assert "'sensor-01-*'" in found[0]
+
+
+def test_mqtt_distinct_client_ids_accepted(tmp_path):
+    parsed = load(
+        tmp_path,
+        """
+        users:
+          - {name: sensor-01, password: x, mqtt: {client_ids: [sensor-01], subscribe: [a]}}
+          - {name: sensor-01-b, password: x, mqtt: {subscribe: [b]}}
+        """,
+    )
+    assert len(parsed.users) == 2
+
+
+def test_slash_in_topic_regex_warns_with_routing_form(tmp_path, caplog):
+    load(
+        tmp_path,
+        "users: [{name: s, password: x, topic_permissions: [{vhost: /, write: '^site42/.*'}]}]",
+    )
+    assert "write ^site42\\..* instead" in caplog.text
+    assert "users[0].topic_permissions[0].write" in caplog.text

@@ -311,6 +311,7 @@ class RabbitNode:
         the command works as returned. Call `stop()` afterwards to stop the
         node and release the mount.
         """
+        self._check_installation()
         self._prepare()
         env = self._environment()
         if self.rabbitmq_root is None:
@@ -359,10 +360,26 @@ class RabbitNode:
 
     # Internals
 
+    def _check_installation(self) -> None:
+        root = self.rabbitmq_root or Path("/")
+        script = root / SERVER_SCRIPT.lstrip("/")
+        if script.exists():
+            return
+        if self.rabbitmq_root is None:
+            hint = "install the rabbitmq-server package"
+        else:
+            hint = f"build the chroot with scripts/rabbitmq4-chroot.sh {root}"
+        raise RabbitNodeError(f"RabbitMQ server script {script} not found: {hint}")
+
     def _make_base_dir(self) -> Path:
         if self.rabbitmq_root is None:
             return Path(tempfile.mkdtemp(prefix="rabbitmq-node-"))
         tmp_in_root = self.rabbitmq_root / "tmp"
+        if not tmp_in_root.is_dir():
+            raise RabbitNodeError(
+                f"{tmp_in_root} not found: set {ROOT_ENV_VAR} to a chroot built "
+                "by scripts/rabbitmq4-chroot.sh"
+            )
         return Path(tempfile.mkdtemp(prefix="rabbitmq-node-", dir=tmp_in_root))
 
     def _prepare(self) -> None:

@@ -29,6 +29,9 @@ class ChrootProcMount:
         self.mount_point = root / "proc"
         self._state_dir = root / "tmp" / "proc-mount-users"
         self._user_file = self._state_dir / f"{os.getpid()}-{user}"
+        # Present while /proc is mounted by this class, so a mount made by
+        # someone else is never unmounted here.
+        self._owned_marker = root / "tmp" / "proc-mount.owned"
 
     def acquire(self) -> None:
         """Mount /proc unless mounted and record this node as a user."""
@@ -38,11 +41,14 @@ class ChrootProcMount:
                     ["mount", "-t", "proc", "proc", str(self.mount_point)],
                     check=True,
                 )
+                self._owned_marker.touch()
                 logger.info("Mounted proc at %s", self.mount_point)
             self._user_file.touch()
 
     def release(self) -> None:
         """Forget this node and unmount /proc when no other node uses it.
+
+        A /proc mounted by anything but this class stays mounted.
 
         A user file left by a crashed process keeps /proc mounted, which
         costs nothing but a mount entry.
@@ -51,9 +57,10 @@ class ChrootProcMount:
             self._user_file.unlink(missing_ok=True)
             if any(self._state_dir.iterdir()):
                 return
-            if os.path.ismount(self.mount_point):
+            if self._owned_marker.exists() and os.path.ismount(self.mount_point):
                 subprocess.run(["umount", str(self.mount_point)], check=True)
                 logger.info("Unmounted proc at %s", self.mount_point)
+            self._owned_marker.unlink(missing_ok=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -29,7 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -81,6 +81,20 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _is_alive(pid: int) -> bool:
+    """Return whether process `pid` runs.
+
+    A zombie counts as stopped, because only its parent (the caller of
+    `server_command()`) can reap it.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    # The state letter follows the command name, which is in parentheses.
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -94,12 +108,17 @@ class RabbitNode:
 
     Ports, node name, cookie and admin password are fixed when the object is
     created, so `restart()` brings the node back on the same addresses.
+    `rabbitmq_root` names a chroot to run from; None reads
+    ``PROVISIONER_TEST_RABBITMQ_ROOT`` and an empty string forces the host's
+    RabbitMQ. `extra_config` lines are appended to ``rabbitmq.conf`` and
+    `extra_env` entries override the node's environment.
     """
 
     def __init__(
         self,
         *,
         extra_config: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
         rabbitmq_root: str | None = None,
         cookie: str | None = None,
         admin_user: str = "test-admin",
@@ -113,6 +132,7 @@ class RabbitNode:
             Path(rabbitmq_root).resolve() if rabbitmq_root else None
         )
         self.extra_config: list[str] = list(extra_config)
+        self.extra_env: dict[str, str] = dict(extra_env or {})
         self.start_timeout = start_timeout
         self.node_name = f"{name_prefix}-{secrets.token_hex(4)}@localhost"
         self.admin_user = admin_user
@@ -291,6 +311,7 @@ class RabbitNode:
         the command works as returned. Call `stop()` afterwards to stop the
         node and release the mount.
         """
+        self._check_installation()
         self._prepare()
         env = self._environment()
         if self.rabbitmq_root is None:
@@ -323,23 +344,43 @@ class RabbitNode:
             )
         return result
 
+    def node_path(self, host_path: Path) -> str:
+        """Translate a host path to the path the broker opens.
+
+        Outside a chroot this is the same path. Use it for files named in
+        `extra_config`, such as TLS certificates placed under `base_dir`.
+        """
+        if self.rabbitmq_root is None:
+            return str(host_path)
+        return "/" + str(host_path.relative_to(self.rabbitmq_root))
+
     def session(self) -> requests.Session:
         """Return a `requests.Session` authenticated as the seeded admin."""
         return self._session()
 
     # Internals
 
+    def _check_installation(self) -> None:
+        root = self.rabbitmq_root or Path("/")
+        script = root / SERVER_SCRIPT.lstrip("/")
+        if script.exists():
+            return
+        if self.rabbitmq_root is None:
+            hint = "install the rabbitmq-server package"
+        else:
+            hint = f"build the chroot with scripts/rabbitmq4-chroot.sh {root}"
+        raise RabbitNodeError(f"RabbitMQ server script {script} not found: {hint}")
+
     def _make_base_dir(self) -> Path:
         if self.rabbitmq_root is None:
             return Path(tempfile.mkdtemp(prefix="rabbitmq-node-"))
         tmp_in_root = self.rabbitmq_root / "tmp"
+        if not tmp_in_root.is_dir():
+            raise RabbitNodeError(
+                f"{tmp_in_root} not found: set {ROOT_ENV_VAR} to a chroot built "
+                "by scripts/rabbitmq4-chroot.sh"
+            )
         return Path(tempfile.mkdtemp(prefix="rabbitmq-node-", dir=tmp_in_root))
-
-    def _node_path(self, host_path: Path) -> str:
-        """Translate a host path under the chroot to the path inside the chroot."""
-        if self.rabbitmq_root is None:
-            return str(host_path)
-        return "/" + str(host_path.relative_to(self.rabbitmq_root))
 
     def _prepare(self) -> None:
         if self._proc_mount is not None:
@@ -380,25 +421,26 @@ class RabbitNode:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
-            "HOME": self._node_path(base / "home"),
+            "HOME": self.node_path(base / "home"),
             "RABBITMQ_NODENAME": self.node_name,
             "RABBITMQ_NODE_PORT": str(self.amqp_port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_CONF_ENV_FILE": self._node_path(base / "rabbitmq-env.conf"),
-            "RABBITMQ_CONFIG_FILE": self._node_path(base / "rabbitmq.conf"),
+            "RABBITMQ_CONF_ENV_FILE": self.node_path(base / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": self.node_path(base / "rabbitmq.conf"),
             # Point these at files that do not exist so the host's
             # /etc/rabbitmq never leaks into a private node.
-            "RABBITMQ_ADVANCED_CONFIG_FILE": self._node_path(base / "advanced.config"),
-            "RABBITMQ_CONFIG_FILES": self._node_path(base / "conf.d"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": self._node_path(base / "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": self._node_path(base / "mnesia"),
-            "RABBITMQ_MNESIA_DIR": self._node_path(base / "mnesia" / "node"),
-            "RABBITMQ_LOG_BASE": self._node_path(base / "log"),
-            "RABBITMQ_LOGS": self._node_path(self.log_file),
-            "RABBITMQ_PID_FILE": self._node_path(base / "node.pid"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": self.node_path(base / "advanced.config"),
+            "RABBITMQ_CONFIG_FILES": self.node_path(base / "conf.d"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": self.node_path(base / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": self.node_path(base / "mnesia"),
+            "RABBITMQ_MNESIA_DIR": self.node_path(base / "mnesia" / "node"),
+            "RABBITMQ_LOG_BASE": self.node_path(base / "log"),
+            "RABBITMQ_LOGS": self.node_path(self.log_file),
+            "RABBITMQ_PID_FILE": self.node_path(base / "node.pid"),
             # Keep Erlang distribution (node and CLI) on loopback.
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            **self.extra_env,
         }
 
     def _ports(self) -> tuple[int, ...]:
@@ -475,10 +517,10 @@ class RabbitNode:
         deadline = time.monotonic() + (STOP_TIMEOUT_SECONDS if graceful else 0)
         try:
             os.kill(pid, signal.SIGTERM if graceful else signal.SIGKILL)
-            while time.monotonic() < deadline:
-                os.kill(pid, 0)
+            while time.monotonic() < deadline and _is_alive(pid):
                 time.sleep(POLL_INTERVAL_SECONDS)
-            os.kill(pid, signal.SIGKILL)
+            if _is_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         pid_file.unlink(missing_ok=True)
@@ -506,7 +548,7 @@ def start_cluster(count: int = 2, **node_options: Any) -> list[RabbitNode]:
     """Start `count` nodes and join every node after the first to the first.
 
     The nodes share one Erlang cookie and one admin password, because a
-    joining node is reset and then sees the first node's users.
+    joining node is reset and then uses the first node's users.
     `node_options` go to each `RabbitNode`. All nodes are killed again when
     any step fails.
     """

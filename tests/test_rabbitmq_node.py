@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import requests
 
 from tests.broker_reset import reset_broker
@@ -86,3 +88,32 @@ def test_cluster_nodes_running(cluster: list[RabbitNode]) -> None:
     running = {node["name"] for node in response.json() if node["running"]}
 
     assert running == {node.node_name for node in cluster}
+
+
+def test_server_command_private_files() -> None:
+    extra_env = {"RABBITMQ_SERVER_START_ARGS": "+S 1:1"}
+    node = RabbitNode(rabbitmq_root="", extra_env=extra_env)
+    try:
+        argv, env = node.server_command()
+        config = (node.base_dir / "rabbitmq.conf").read_text()
+    finally:
+        node.cleanup()
+
+    assert argv == ["/usr/lib/rabbitmq/bin/rabbitmq-server"]
+    assert env["RABBITMQ_NODENAME"] == node.node_name
+    assert env["RABBITMQ_CONFIG_FILE"] == str(node.base_dir / "rabbitmq.conf")
+    assert env["RABBITMQ_SERVER_START_ARGS"] == "+S 1:1"
+    assert f"management.tcp.port = {node.management_port}" in config
+    assert f"web_mqtt.tcp.port = {node.web_mqtt_port}" in config
+    assert f"default_user = {node.admin_user}" in config
+    assert not node.base_dir.exists()
+
+
+def test_node_path_inside_chroot(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir()
+    node = RabbitNode(rabbitmq_root=str(tmp_path))
+    certificate = node.node_path(node.base_dir / "server.pem")
+    node.cleanup()
+
+    assert node.base_dir.parent == tmp_path / "tmp"
+    assert certificate == f"/tmp/{node.base_dir.name}/server.pem"

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+)
 
 from provisioner import mqtt
 
@@ -25,7 +32,18 @@ def _split_tags(value: Any) -> Any:
     return value
 
 
-Tags = Annotated[list[str], BeforeValidator(_split_tags)]
+Tags = Annotated[
+    list[str],
+    BeforeValidator(_split_tags),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "string", "description": "comma-separated tags"},
+            ]
+        }
+    ),
+]
 Regex = str
 
 
@@ -125,7 +143,9 @@ class Prune(_Strict):
 
 
 class UsersFile(_Strict):
-    """The whole ``users.yaml``."""
+    """The whole ``users.yaml``; top-level keys starting with ``x-`` hold anchors."""
+
+    model_config = ConfigDict(json_schema_extra={"patternProperties": {"^x-": {}}})
 
     vhosts: list[Vhost] = Field(default_factory=list)
     users: list[User] = Field(default_factory=list)

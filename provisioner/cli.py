@@ -65,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(commands, common, "wait", "wait until the broker is ready, then exit")
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
+    hasher = commands.add_parser(
+        "hash-password",
+        help="print the broker's stored form of a password read without echo",
+        description="Read a password (typed twice on a terminal, else the first "
+        "line of standard input) and print its hash for password_hash. The "
+        "password is never taken from the command line.",
+    )
+    hasher.add_argument(
+        "--algorithm",
+        choices=["sha256", "sha512", "md5"],
+        default="sha256",
+        help="hashing algorithm; write the same value as hashing_algorithm "
+        "(default sha256; md5 is legacy and weak)",
+    )
     return parser
 
 
@@ -117,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         return _schema()
+    if args.command == "hash-password":
+        return _hash_password(args)
 
     from provisioner.errors import ProvisionerError
     from provisioner.logs import configure_logging
@@ -158,6 +174,29 @@ def _schema() -> int:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "users.yaml"
     print(json.dumps(schema, indent=2))
+    return EXIT_OK
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from provisioner.password_input import PasswordInputError, read_new_password
+    from provisioner.passwords import HashingAlgorithm, hash_password
+
+    algorithm = HashingAlgorithm.from_short_name(args.algorithm)
+    if algorithm == HashingAlgorithm.MD5:
+        print(
+            "warning: md5 is a legacy algorithm that is fast to brute-force; "
+            "prefer sha256 or sha512",
+            file=sys.stderr,
+        )
+    try:
+        password = read_new_password(sys.stdin)
+    except PasswordInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except (EOFError, KeyboardInterrupt):
+        print("error: no password was entered", file=sys.stderr)
+        return EXIT_INVALID
+    print(hash_password(password, algorithm))
     return EXIT_OK
 
 

@@ -48,6 +48,7 @@ def load_declared(
     env = os.environ if environ is None else environ
     path = settings.users_file
     users_file = load_users_file(path, env)
+    _warn_md5(users_file)
     prune = users_file.prune
     policy = PrunePolicy(
         users=prune.users,
@@ -56,6 +57,18 @@ def load_declared(
         allow_empty=prune.allow_empty,
     )
     return Declared(users_file, declared_state(users_file, path.parent), policy)
+
+
+def _warn_md5(users_file: UsersFile) -> None:
+    # The broker still accepts MD5 hashes, so they are valid, but an MD5 hash
+    # that leaks is cheap to brute-force.
+    for user in users_file.users:
+        if user.password_hash is not None and user.hashing_algorithm == "md5":
+            log.warning(
+                "user %r has an md5 password_hash; md5 is legacy and fast to "
+                "brute-force, so rehash with `provisioner hash-password` (sha256)",
+                user.name,
+            )
 
 
 def connect(settings: Settings) -> ManagementClient:

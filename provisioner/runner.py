@@ -72,12 +72,18 @@ def _warn_md5(users_file: UsersFile) -> None:
 
 
 def connect(settings: Settings) -> ManagementClient:
-    """Create the client, warning when it would log in as guest."""
+    """Create the client, warning when it would log in as guest or with "guest"."""
     if settings.login == GUEST:
         log.warning(
             "logging in as %r; set PROVISIONER_USERNAME and PROVISIONER_PASSWORD "
             "(or RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS) to a dedicated administrator",
             GUEST,
+        )
+    elif settings.login_password == GUEST:
+        log.warning(
+            "user %r logs in with the well-known password 'guest'; set a strong "
+            "PROVISIONER_PASSWORD (or RABBITMQ_DEFAULT_PASS)",
+            settings.login,
         )
     return ManagementClient(settings)
 
@@ -89,7 +95,11 @@ def compute_plan(
     wait_until_ready(client, settings.wait_timeout)
     live = read_live_state(client)
     changes = make_plan(
-        declared.state, live, login=settings.login, prune=declared.prune
+        declared.state,
+        live,
+        login=settings.login,
+        prune=declared.prune,
+        remove_guest=settings.remove_guest,
     )
     return PlanOutcome(changes, live)
 

@@ -63,7 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--dry-run", action="store_true", help="only show the plan, as `plan` does"
     )
+    sync.add_argument(
+        "--close-connections",
+        action="store_true",
+        default=None,
+        help="after applying, close the open connections of users whose password "
+        "changed or who were deleted (PROVISIONER_CLOSE_CONNECTIONS)",
+    )
     _add(commands, common, "wait", "wait until the broker is ready, then exit")
+    export = _add(
+        commands,
+        common,
+        "export",
+        "write a users.yaml describing the live broker, with password hashes",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        help="file to write, created with mode 0600 (default: standard output)",
+    )
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
     hasher = commands.add_parser(
         "hash-password",
@@ -161,6 +179,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ca_bundle",
         "log_level",
         "log_format",
+        "close_connections",
     )
     return {name: getattr(args, name, None) for name in names}
 
@@ -233,6 +252,10 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     outcome = compute_plan(client, declared, settings)
     if outcome.changes:
         apply(client, outcome, settings)
+    if settings.close_connections:
+        from provisioner.connections import close_user_connections, users_to_disconnect
+
+        close_user_connections(client, users_to_disconnect(outcome.changes))
     print(summary(outcome.changes).replace("Plan:", "Applied:"))
     return EXIT_OK
 
@@ -246,9 +269,39 @@ def _wait(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from provisioner.export import export_document, render, write_private
+    from provisioner.readiness import wait_until_ready
+    from provisioner.runner import connect
+
+    client = connect(settings)
+    wait_until_ready(client, settings.wait_timeout)
+    document = export_document(client)
+    text = render(document)
+    users = len(document["users"])
+    if args.output is None:
+        sys.stdout.write(text)
+        print(
+            f"exported {users} users; the output contains password hashes, "
+            "including the administrator's",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    write_private(Path(args.output), text)
+    print(
+        f"wrote {users} users to {args.output} with mode 0600: it contains "
+        "password hashes, including the administrator's",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Command] = {
     "validate": _validate,
     "plan": _plan,
     "sync": _sync,
     "wait": _wait,
+    "export": _export,
 }

@@ -167,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # A bug must not print a secret: the traceback goes through the same
+        # masking as every log line before it reaches stderr.
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        print("error: unexpected failure (a bug); run again to finish", file=sys.stderr)
+        return EXIT_APPLY_FAILED
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from provisioner import redact
 from provisioner.client import ManagementClient, api_path
 from provisioner.passwords import HashingAlgorithm, password_matches
 
@@ -106,7 +107,13 @@ def read_live_state(client: ManagementClient) -> BrokerState:
     """Read users, vhosts and grants from the broker in two requests."""
     definitions = client.get(api_path("definitions"))
     vhosts = client.get(api_path("vhosts") + "?columns=name,description")
-    return state_from_definitions(definitions, vhosts)
+    state = state_from_definitions(definitions, vhosts)
+    # Stored hashes are secrets too; registering them keeps them out of any
+    # message that echoes a broker response.
+    for user in state.users.values():
+        if isinstance(user.password, StoredPassword):
+            redact.register(user.password.password_hash)
+    return state
 
 
 def state_from_definitions(

@@ -39,18 +39,18 @@ def close_user_connections(client: ManagementClient, users: set[str]) -> int:
     """Close every connection of ``users``; return how many were closed.
 
     One request lists all connections, so the cost does not grow with the
-    number of rotated users; a connection that is already gone counts as done.
+    number of rotated users. A connection that is already gone counts as done.
     """
     if not users:
         return 0
     listed = client.get(api_path("connections") + "?columns=name,user")
-    names = [entry["name"] for entry in listed if entry.get("user") in users]
-    for name in names:
+    found = [(e["name"], e["user"]) for e in listed if e.get("user") in users]
+    for name, user in found:
         client.delete(api_path("connections", name), headers={"X-Reason": CLOSE_REASON})
-        log.info("closed connection %r of a user whose password changed", name)
+        log.info("closed connection %r of user %r", name, user)
     log.info(
         "closed %d connection(s) of %d user(s) with a changed password or deleted",
-        len(names),
+        len(found),
         len(users),
     )
-    return len(names)
+    return len(found)

@@ -117,3 +117,51 @@ def test_command_rejects_unknown_algorithm():
     result = run_hash("pw\n", "--algorithm", "sha1")
     assert result.returncode == 2
     assert result.stdout == ""
+
+
+def run_on_terminal(*answers: str) -> tuple[int, str]:
+    """Run hash-password with a pseudo-terminal as its controlling terminal."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child process
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "provisioner", "hash-password"])
+    import select
+
+    output = b""
+    answered = 0
+    while select.select([fd], [], [], 20)[0]:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        # Answer each prompt once it is complete, since getpass discards
+        # input typed before it switched echo off.
+        prompts = output.count(b"assword: ")
+        if answered < min(prompts, len(answers)):
+            os.write(fd, answers[answered].encode() + b"\n")
+            answered += 1
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
+
+
+def test_terminal_prompts_twice_without_echo():
+    code, output = run_on_terminal("tty-secret-1", "tty-secret-1")
+    assert code == 0, output
+    assert output.count("assword") == 2
+    assert "tty-secret-1" not in output
+    printed = output.strip().splitlines()[-1].strip()
+    assert password_matches("tty-secret-1", printed, HashingAlgorithm.SHA256)
+
+
+def test_terminal_mismatch_exits_2():
+    code, output = run_on_terminal("tty-secret-1", "tty-secret-2")
+    assert code == 2
+    assert "differ" in output

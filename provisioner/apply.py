@@ -20,7 +20,7 @@ from typing import Any
 from provisioner import redact
 from provisioner.client import ManagementClient, api_path
 from provisioner.errors import ApplyFailed, BrokerError, RequestRejected
-from provisioner.passwords import HashingAlgorithm, hash_password
+from provisioner.passwords import hash_password
 from provisioner.plan import Action, Change, Kind
 from provisioner.state import (
     Access,
@@ -181,7 +181,7 @@ def _stored(user: UserState) -> StoredPassword:
     if isinstance(password, StoredPassword):
         return password
     assert isinstance(password, PlainPassword), "declared users always have a password"
-    algorithm = HashingAlgorithm.SHA256
+    algorithm = password.algorithm
     password_hash = hash_password(password.secret.get_secret_value(), algorithm)
     redact.register(password_hash)
     return StoredPassword(password_hash, algorithm)

@@ -63,10 +63,18 @@ def _warn_md5(users_file: UsersFile) -> None:
     # The broker still accepts MD5 hashes, so they are valid, but an MD5 hash
     # that leaks is cheap to brute-force.
     for user in users_file.users:
-        if user.password_hash is not None and user.hashing_algorithm == "md5":
+        if user.hashing_algorithm != "md5":
+            continue
+        if user.password_hash is not None:
             log.warning(
                 "user %r has an md5 password_hash; md5 is legacy and fast to "
                 "brute-force, so rehash with `provisioner hash-password` (sha256)",
+                user.name,
+            )
+        else:
+            log.warning(
+                "user %r has hashing_algorithm md5; md5 is legacy and fast to "
+                "brute-force, so prefer sha256 (the default)",
                 user.name,
             )
 

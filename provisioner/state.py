@@ -50,9 +50,16 @@ class StoredPassword:
 
 @dataclass(frozen=True)
 class PlainPassword:
-    """A declared clear-text password, hashed locally before it is sent."""
+    """A declared clear-text password, hashed locally before it is sent.
+
+    ``algorithm`` is used whenever the password is written. With
+    ``algorithm_declared`` a stored hash of another algorithm counts as a
+    change too, so an explicit ``hashing_algorithm`` migrates old hashes.
+    """
 
     secret: SecretStr
+    algorithm: HashingAlgorithm = HashingAlgorithm.SHA256
+    algorithm_declared: bool = False
 
 
 Password = StoredPassword | PlainPassword
@@ -98,6 +105,8 @@ def passwords_equal(declared: Password | None, live: Password | None) -> bool:
         raise TypeError("the live side always holds stored hashes")
     if isinstance(declared, StoredPassword):
         return declared == live
+    if declared.algorithm_declared and declared.algorithm != live.algorithm:
+        return False
     return password_matches(
         declared.secret.get_secret_value(), live.password_hash, live.algorithm
     )

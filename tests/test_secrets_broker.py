@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import requests
 
-from provisioner.passwords import HashingAlgorithm, hash_password
+from provisioner.passwords import HashingAlgorithm, hash_password, password_matches
 from tests.mqtt_ws import WsClient
 from tests.provisioner_cli import (
     REPO,
@@ -180,3 +180,32 @@ def test_invalid_source_rejected_untouched(clean_broker, tmp_path, user, source,
     assert SECRET_VALUE not in result.stdout + result.stderr
     assert definitions_snapshot(clean_broker) == before
     assert "fine" not in [u["name"] for u in before["users"]]
+
+
+def test_plain_password_algorithm_honoured(clean_broker, tmp_path):
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        "users:\n  - {name: alg, password: alg-pw, hashing_algorithm: sha512}\n"
+    )
+    result = run_cli(clean_broker, "sync", users_file=path)
+    assert result.returncode == 0, result.stderr
+    stored = api_get(clean_broker, "users/alg")
+    assert stored["hashing_algorithm"] == HashingAlgorithm.SHA512.value
+
+    # Without an explicit algorithm a matching password is never rewritten.
+    path.write_text("users:\n  - {name: alg, password: alg-pw}\n")
+    plan = run_cli(clean_broker, "plan", "--detailed-exitcode", users_file=path)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+
+    # An explicit other algorithm rewrites the same password.
+    path.write_text(
+        "users:\n  - {name: alg, password: alg-pw, hashing_algorithm: sha256}\n"
+    )
+    plan = run_cli(clean_broker, "plan", "--detailed-exitcode", users_file=path)
+    assert plan.returncode == 4
+    assert "update user 'alg' (password)" in plan.stdout
+    result = run_cli(clean_broker, "sync", users_file=path)
+    assert result.returncode == 0, result.stderr
+    stored = api_get(clean_broker, "users/alg")
+    assert stored["hashing_algorithm"] == HashingAlgorithm.SHA256.value
+    assert password_matches("alg-pw", stored["password_hash"], HashingAlgorithm.SHA256)

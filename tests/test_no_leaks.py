@@ -199,3 +199,28 @@ def test_url_with_credentials_not_echoed(tmp_path):
         assert "credentials" in result.stderr
         assert SENTINEL not in result.stdout + result.stderr
         assert "ops:" not in result.stderr
+
+
+MALFORMED_SECRETS = [
+    f'password: !!binary "{SENTINEL}@@"',
+    f"password: !!timestamp {SENTINEL}",
+    f"password: !!float {SENTINEL}",
+    f"password: !!python/name:{SENTINEL}",
+    f"password: !!int {SENTINEL}",
+    f"password: [{SENTINEL}]",
+    f"password: {{a: {SENTINEL}}}",
+    f"password_hash: !!float {SENTINEL}",
+    f"password_hash: {SENTINEL}",
+    f'password: "{SENTINEL}"\n    pasword: "{SENTINEL}"',
+    f'password: "{SENTINEL}"\n    password_hash: "{SENTINEL}"',
+]
+
+
+@pytest.mark.parametrize("source", MALFORMED_SECRETS)
+def test_malformed_secret_not_echoed(tmp_path, source):
+    path = tmp_path / "users.yaml"
+    path.write_text(f"users:\n  - name: u1\n    {source}\n")
+    result = run_cli(NO_BROKER, "validate", users_file=path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert SENTINEL.lower() not in (result.stdout + result.stderr).lower()

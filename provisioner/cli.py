@@ -260,10 +260,6 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     outcome = compute_plan(client, declared, settings)
     if outcome.changes:
         apply(client, outcome, settings)
-    if settings.close_connections:
-        from provisioner.connections import close_user_connections, users_to_disconnect
-
-        close_user_connections(client, users_to_disconnect(outcome.changes))
     print(summary(outcome.changes).replace("Plan:", "Applied:"))
     return EXIT_OK
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from provisioner.apply import ApplyResult, apply_plan
 from provisioner.client import ManagementClient
+from provisioner.connections import close_user_connections, users_to_disconnect
 from provisioner.desired import declared_state
+from provisioner.errors import ApplyFailed, BrokerError
 from provisioner.plan import Change, PrunePolicy, make_plan
 from provisioner.readiness import wait_until_ready
 from provisioner.settings import GUEST, Settings
@@ -115,7 +117,30 @@ def compute_plan(
 def apply(
     client: ManagementClient, outcome: PlanOutcome, settings: Settings
 ) -> ApplyResult:
-    """Apply a computed plan."""
-    return apply_plan(
-        client, outcome.changes, outcome.live, login=settings.login, bulk=settings.bulk
-    )
+    """Apply a computed plan, then close rotated users' connections if configured."""
+    try:
+        result = apply_plan(
+            client,
+            outcome.changes,
+            outcome.live,
+            login=settings.login,
+            bulk=settings.bulk,
+        )
+    except ApplyFailed:
+        if settings.close_connections:
+            _close_after_failure(client, outcome.changes)
+        raise
+    if settings.close_connections:
+        close_user_connections(client, users_to_disconnect(outcome.changes))
+    return result
+
+
+def _close_after_failure(client: ManagementClient, changes: list[Change]) -> None:
+    # Some passwords may already have changed (a failed bulk import can be
+    # partly applied), and the next run would see them as unchanged and never
+    # close their sessions. So every planned rotation is closed now; clients
+    # whose password did not change yet reconnect with it.
+    try:
+        close_user_connections(client, users_to_disconnect(changes))
+    except BrokerError as error:
+        log.warning("could not close the connections of rotated users: %s", error)

@@ -2,8 +2,9 @@
 
 ``make_plan`` is a pure function: no requests, no clock, no randomness. It
 owns every declared user fully (tags, password, limits, permissions and topic
-permissions), leaves undeclared users alone unless pruning is on, and never
-deletes the login account, a protected account or the vhost ``/``.
+permissions), leaves undeclared users alone unless pruning or guest removal
+is on, and never deletes the login account, a protected account or the
+vhost ``/``.
 """
 
 from __future__ import annotations

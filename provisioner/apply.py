@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioner import redact
 from provisioner.client import ManagementClient, api_path
 from provisioner.errors import ApplyFailed, BrokerError, RequestRejected
-from provisioner.passwords import HashingAlgorithm, hash_password
+from provisioner.passwords import hash_password
 from provisioner.plan import Action, Change, Kind
 from provisioner.state import (
     Access,
@@ -180,10 +181,10 @@ def _stored(user: UserState) -> StoredPassword:
     if isinstance(password, StoredPassword):
         return password
     assert isinstance(password, PlainPassword), "declared users always have a password"
-    algorithm = HashingAlgorithm.SHA256
-    return StoredPassword(
-        hash_password(password.secret.get_secret_value(), algorithm), algorithm
-    )
+    algorithm = password.algorithm
+    password_hash = hash_password(password.secret.get_secret_value(), algorithm)
+    redact.register(password_hash)
+    return StoredPassword(password_hash, algorithm)
 
 
 def _permission_entry(change: Change) -> dict[str, Any]:

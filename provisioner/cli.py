@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--dry-run", action="store_true", help="only show the plan, as `plan` does"
     )
+    sync.add_argument(
+        "--close-connections",
+        action="store_true",
+        default=None,
+        help="after applying, close the open connections of users whose password "
+        "changed or who were deleted (PROVISIONER_CLOSE_CONNECTIONS)",
+    )
     _add(commands, common, "wait", "wait until the broker is ready, then exit")
     serve = _add(
         commands,
@@ -82,7 +89,32 @@ def build_parser() -> argparse.ArgumentParser:
         "show each user's compiled permissions and their source",
     )
     explain.add_argument("--user", action="append", help="only this user (repeatable)")
+    export = _add(
+        commands,
+        common,
+        "export",
+        "write a users.yaml describing the live broker, with password hashes",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        help="file to write, created with mode 0600 (default: standard output)",
+    )
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
+    hasher = commands.add_parser(
+        "hash-password",
+        help="print the broker's stored form of a password read without echo",
+        description="Read a password (typed twice on a terminal, else the first "
+        "line of standard input) and print its hash for password_hash. The "
+        "password is never taken from the command line.",
+    )
+    hasher.add_argument(
+        "--algorithm",
+        choices=["sha256", "sha512", "md5"],
+        default="sha256",
+        help="hashing algorithm; write the same value as hashing_algorithm "
+        "(default sha256; md5 is legacy and weak)",
+    )
     return parser
 
 
@@ -135,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         return _schema()
+    if args.command == "hash-password":
+        return _hash_password(args)
 
     from provisioner.errors import ProvisionerError
     from provisioner.logs import configure_logging
@@ -151,6 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        # A bug must not print a secret: the traceback goes through the same
+        # masking as every log line before it reaches stderr.
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        print("error: unexpected failure (a bug); run again to finish", file=sys.stderr)
+        return EXIT_APPLY_FAILED
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,6 +206,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_level",
         "log_format",
         "reconcile_interval",
+        "close_connections",
     )
     return {name: getattr(args, name, None) for name in names}
 
@@ -177,6 +220,29 @@ def _schema() -> int:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "users.yaml"
     print(json.dumps(schema, indent=2))
+    return EXIT_OK
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from provisioner.password_input import PasswordInputError, read_new_password
+    from provisioner.passwords import HashingAlgorithm, hash_password
+
+    algorithm = HashingAlgorithm.from_short_name(args.algorithm)
+    if algorithm == HashingAlgorithm.MD5:
+        print(
+            "warning: md5 is a legacy algorithm that is fast to brute-force; "
+            "prefer sha256 or sha512",
+            file=sys.stderr,
+        )
+    try:
+        password = read_new_password(sys.stdin)
+    except PasswordInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except (EOFError, KeyboardInterrupt):
+        print("error: no password was entered", file=sys.stderr)
+        return EXIT_INVALID
+    print(hash_password(password, algorithm))
     return EXIT_OK
 
 
@@ -254,6 +320,35 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, signals)
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from provisioner.export import export_document, render, write_private
+    from provisioner.readiness import wait_until_ready
+    from provisioner.runner import connect
+
+    client = connect(settings)
+    wait_until_ready(client, settings.wait_timeout)
+    document = export_document(client)
+    text = render(document)
+    users = len(document["users"])
+    if args.output is None:
+        sys.stdout.write(text)
+        print(
+            f"exported {users} users; the output contains password hashes, "
+            "including the administrator's",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    write_private(Path(args.output), text)
+    print(
+        f"wrote {users} users to {args.output} with mode 0600: it contains "
+        "password hashes, including the administrator's",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Command] = {
     "serve": _serve,
     "explain": _explain,
@@ -261,4 +356,5 @@ _COMMANDS: dict[str, Command] = {
     "plan": _plan,
     "sync": _sync,
     "wait": _wait,
+    "export": _export,
 }

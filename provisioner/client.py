@@ -80,6 +80,7 @@ class ManagementClient:
         body: Any = None,
         ok: Collection[int] = OK,
         retry: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send one request; raise a BrokerError subclass unless the status is in ``ok``."""
         attempts = self.attempts if retry else 1
@@ -90,7 +91,7 @@ class ManagementClient:
             before_sleep=_log_retry,
             reraise=True,
         )
-        return retrying(self._send, method, path, body, ok)
+        return retrying(self._send, method, path, body, ok, headers)
 
     def get(self, path: str, *, ok: Collection[int] = OK, retry: bool = True) -> Any:
         """GET ``path`` and return the decoded JSON body."""
@@ -113,19 +114,30 @@ class ManagementClient:
         """POST a JSON body to ``path``."""
         return self.request("POST", path, body=body)
 
-    def delete(self, path: str, *, missing_ok: bool = True) -> requests.Response:
+    def delete(
+        self,
+        path: str,
+        *,
+        missing_ok: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         """DELETE ``path``; a 404 counts as done unless ``missing_ok`` is false."""
         ok = (*OK, 404) if missing_ok else OK
-        return self.request("DELETE", path, ok=ok)
+        return self.request("DELETE", path, ok=ok, headers=headers)
 
     def _send(
-        self, method: str, path: str, body: Any, ok: Collection[int]
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        ok: Collection[int],
+        headers: Mapping[str, str] | None,
     ) -> requests.Response:
         self.request_count += 1
         url = self.base_url + path
         try:
             response = self.session.request(
-                method, url, json=body, timeout=self.timeout
+                method, url, json=body, timeout=self.timeout, headers=headers
             )
         except requests.Timeout:
             raise BrokerUnavailable(

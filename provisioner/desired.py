@@ -64,15 +64,16 @@ def _add_grants(state: BrokerState, user: spec.User) -> None:
 
 
 def _password(user: spec.User, base_dir: Path) -> Password:
+    algorithm = HashingAlgorithm.from_short_name(user.hashing_algorithm)
     if user.password_hash is not None:
         value = user.password_hash.get_secret_value()
         redact.register(value)
-        algorithm = HashingAlgorithm.from_short_name(user.hashing_algorithm)
         return StoredPassword(value, algorithm)
     if user.password_file is not None:
-        text = read_password_file(user.password_file, base_dir)
-        redact.register(text)
-        return PlainPassword(SecretStr(text))
-    assert user.password is not None, "validation guarantees one password source"
-    redact.register(user.password.get_secret_value())
-    return PlainPassword(user.password)
+        secret = SecretStr(read_password_file(user.password_file, base_dir))
+    else:
+        assert user.password is not None, "validation guarantees one password source"
+        secret = user.password
+    redact.register(secret.get_secret_value())
+    declared = "hashing_algorithm" in user.model_fields_set
+    return PlainPassword(secret, algorithm, declared)

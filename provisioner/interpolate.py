@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.loader import PathKey
+from provisioner.loader import SECRET_KEYS, PathKey
 
 _REFERENCE = re.compile(r"\$(\$)?\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SECRET_KEYS = frozenset({"password", "password_hash"})
+__all__ = ["SECRET_KEYS", "Unresolved", "interpolate"]
 
 
 @dataclass(frozen=True)

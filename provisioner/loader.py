@@ -17,6 +17,12 @@ import yaml
 
 from provisioner.errors import InvalidInput, Problem
 
+# Keys whose values are secrets: messages about them never quote the value.
+SECRET_KEYS = frozenset({"password", "password_hash"})
+# What PyYAML's constructors raise on a bad value under an explicit tag such
+# as !!float or !!timestamp; only YAMLError is documented, the rest happen.
+_CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError)
+
 # A users file of 10,000 users with MQTT grants is about 3 MB, so 16 MiB
 # leaves room while bounding what a runaway generator can make us parse.
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -190,10 +196,9 @@ class _Builder:
     def _scalar(self, node: yaml.Node, path: PathKey) -> Any:
         try:
             value = self.constructor.construct_object(node)
-        except yaml.YAMLError as error:
-            self.problems.append(
-                Problem(self.source.where(path), f"invalid value: {error}")
-            )
+        except _CONSTRUCT_ERRORS as error:
+            message = _construct_message(error, node, path)
+            self.problems.append(Problem(self.source.where(path), message))
             return None
         implicit = isinstance(node, yaml.ScalarNode) and node.style is None
         if implicit and not isinstance(value, str):
@@ -255,6 +260,17 @@ class _Builder:
             for key, value in merged.items():
                 if key not in explicit and key not in result:
                     result[key] = value
+
+
+def _construct_message(error: Exception, node: yaml.Node, path: PathKey) -> str:
+    # str(error) of a MarkedYAMLError quotes the source line, and other
+    # errors quote the value, so neither is used as it is.
+    if path and path[-1] in SECRET_KEYS:
+        # The tag is hidden too: written as !!name:VALUE it carries the value.
+        return "invalid value under an explicit YAML tag (value hidden); remove the tag"
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        return f"invalid value: {error.problem}"
+    return f"invalid value {node.value!r} for the tag {node.tag}"
 
 
 def _describe_typed(value: Any) -> str:

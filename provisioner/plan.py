@@ -2,8 +2,9 @@
 
 ``make_plan`` is a pure function: no requests, no clock, no randomness. It
 owns every declared user fully (tags, password, limits, permissions and topic
-permissions), leaves undeclared users alone unless pruning is on, and never
-deletes the login account, a protected account or the vhost ``/``.
+permissions), leaves undeclared users alone unless pruning or guest removal
+is on, and never deletes the login account, a protected account or the
+vhost ``/``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from provisioner.state import BrokerState, UserState, VhostState, passwords_equa
 
 ROOT_VHOST = "/"
 ADMIN_TAG = "administrator"
+GUEST = "guest"
 # From 4.2.0 the broker refuses to change or delete users with this tag over
 # the HTTP API, and bulk-delete skips them.
 PROTECTED_TAG = "protected"
@@ -96,8 +98,13 @@ def make_plan(
     *,
     login: str,
     prune: PrunePolicy = PrunePolicy(),
+    remove_guest: bool = False,
 ) -> list[Change]:
-    """Return the ordered changes: vhosts, users, grants, limits, then deletions."""
+    """Return the ordered changes: vhosts, users, grants, limits, then deletions.
+
+    With ``remove_guest`` the user ``guest`` is deleted (as the first user
+    deletion) once another administrator exists, unless we log in as guest.
+    """
     _refuse_unsafe(declared, live, login, prune)
     changes: list[Change] = []
     changes += _vhost_changes(declared, live)
@@ -111,7 +118,13 @@ def make_plan(
     changes += [c for c in user_limits + vhost_limits if c.action != Action.DELETE]
     changes += [c for c in user_limits + vhost_limits if c.action == Action.DELETE]
     changes += _grant_deletions(declared, live)
-    changes += _prune(declared, live, login, prune)
+    pruned = _prune(declared, live, login, prune)
+    if remove_guest:
+        guest = _guest_removal(declared, live, login, prune, pruned)
+        changes += guest + [c for c in pruned if c not in guest]
+    else:
+        changes += pruned
+    _check_login_kept(changes, login)
     return changes
 
 
@@ -251,6 +264,53 @@ def _prune(
             if name not in keep
         ]
     return changes
+
+
+def _guest_removal(
+    declared: BrokerState,
+    live: BrokerState,
+    login: str,
+    prune: PrunePolicy,
+    pruned: list[Change],
+) -> list[Change]:
+    guest = live.users.get(GUEST)
+    if guest is None or login == GUEST or GUEST in declared.users:
+        return []
+    if GUEST in prune.protect or PROTECTED_TAG in guest.tags:
+        return []
+    if not _other_administrators(declared, live, pruned):
+        # Deleting guest now could leave the broker with no administrator.
+        return []
+    return [Change(Action.DELETE, Kind.USER, (GUEST,))]
+
+
+def _other_administrators(
+    declared: BrokerState, live: BrokerState, pruned: list[Change]
+) -> set[str]:
+    # Declared tags win over live ones, since the plan applies them; live
+    # users that pruning deletes do not count.
+    deleted = {c.target[0] for c in pruned if c.kind == Kind.USER}
+    survivors = {**live.users, **declared.users}
+    return {
+        name
+        for name, user in survivors.items()
+        if name not in (GUEST, *deleted) and ADMIN_TAG in user.tags
+    }
+
+
+def _check_login_kept(changes: list[Change], login: str) -> None:
+    # The filters above already keep the login; this guards every deletion
+    # path added later, because deleting it would lock the provisioner out.
+    for change in changes:
+        if change.kind != Kind.USER or change.action != Action.DELETE:
+            continue
+        if change.target == (login,):
+            problem = Problem(
+                f"users[{login!r}]",
+                f"the plan would delete {login!r}, the account the provisioner "
+                "logs in with; nothing was changed",
+            )
+            raise PlanRejected([problem])
 
 
 def count_by_action(changes: Iterable[Change]) -> dict[Action, int]:

@@ -14,6 +14,9 @@ import threading
 
 MASK = "***"
 _MIN_LENGTH = 4
+# The broker's default password is public knowledge; masking it would turn
+# the user name guest into *** in every message about that user.
+_PUBLIC = frozenset({"guest"})
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -21,6 +24,8 @@ _secrets: set[str] = set()
 
 def register(secret: str) -> None:
     """Remember ``secret`` so that ``redact`` masks it from now on."""
+    if secret in _PUBLIC:
+        return
     if len(secret) < _MIN_LENGTH:
         # NOTE: very short secrets are not masked, because masking every
         # "abc" in ordinary text would garble messages; the code paths still

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from provisioner.apply import ApplyResult, apply_plan
 from provisioner.client import ManagementClient
+from provisioner.connections import close_user_connections, users_to_disconnect
 from provisioner.desired import declared_state
+from provisioner.errors import ApplyFailed, BrokerError
 from provisioner.plan import Change, PrunePolicy, make_plan
 from provisioner.readiness import wait_until_ready
 from provisioner.settings import GUEST, Settings
@@ -49,6 +51,7 @@ def load_declared(
     env = os.environ if environ is None else environ
     path = settings.users_file
     users_file = load_users_file(path, env)
+    _warn_md5(users_file)
     prune = users_file.prune
     policy = PrunePolicy(
         users=prune.users,
@@ -59,13 +62,39 @@ def load_declared(
     return Declared(users_file, declared_state(users_file, path.parent), policy)
 
 
+def _warn_md5(users_file: UsersFile) -> None:
+    # The broker still accepts MD5 hashes, so they are valid, but an MD5 hash
+    # that leaks is cheap to brute-force.
+    for user in users_file.users:
+        if user.hashing_algorithm != "md5":
+            continue
+        if user.password_hash is not None:
+            log.warning(
+                "user %r has an md5 password_hash; md5 is legacy and fast to "
+                "brute-force, so rehash with `provisioner hash-password` (sha256)",
+                user.name,
+            )
+        else:
+            log.warning(
+                "user %r has hashing_algorithm md5; md5 is legacy and fast to "
+                "brute-force, so prefer sha256 (the default)",
+                user.name,
+            )
+
+
 def connect(settings: Settings) -> ManagementClient:
-    """Create the client, warning when it would log in as guest."""
+    """Create the client, warning when it would log in as guest or with "guest"."""
     if settings.login == GUEST:
         log.warning(
             "logging in as %r; set PROVISIONER_USERNAME and PROVISIONER_PASSWORD "
             "(or RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS) to a dedicated administrator",
             GUEST,
+        )
+    elif settings.login_password == GUEST:
+        log.warning(
+            "user %r logs in with the well-known password 'guest'; set a strong "
+            "PROVISIONER_PASSWORD (or RABBITMQ_DEFAULT_PASS)",
+            settings.login,
         )
     return ManagementClient(settings)
 
@@ -81,7 +110,11 @@ def compute_plan(
     wait_until_ready(client, settings.wait_timeout, sleep=sleep)
     live = read_live_state(client)
     changes = make_plan(
-        declared.state, live, login=settings.login, prune=declared.prune
+        declared.state,
+        live,
+        login=settings.login,
+        prune=declared.prune,
+        remove_guest=settings.remove_guest,
     )
     return PlanOutcome(changes, live)
 
@@ -89,7 +122,30 @@ def compute_plan(
 def apply(
     client: ManagementClient, outcome: PlanOutcome, settings: Settings
 ) -> ApplyResult:
-    """Apply a computed plan."""
-    return apply_plan(
-        client, outcome.changes, outcome.live, login=settings.login, bulk=settings.bulk
-    )
+    """Apply a computed plan, then close rotated users' connections if configured."""
+    try:
+        result = apply_plan(
+            client,
+            outcome.changes,
+            outcome.live,
+            login=settings.login,
+            bulk=settings.bulk,
+        )
+    except ApplyFailed:
+        if settings.close_connections:
+            _close_after_failure(client, outcome.changes)
+        raise
+    if settings.close_connections:
+        close_user_connections(client, users_to_disconnect(outcome.changes))
+    return result
+
+
+def _close_after_failure(client: ManagementClient, changes: list[Change]) -> None:
+    # Some passwords may already have changed (a failed bulk import can be
+    # partly applied), and the next run would see them as unchanged and never
+    # close their sessions. So every planned rotation is closed now; clients
+    # whose password did not change yet reconnect with it.
+    try:
+        close_user_connections(client, users_to_disconnect(changes))
+    except BrokerError as error:
+        log.warning("could not close the connections of rotated users: %s", error)

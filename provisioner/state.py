@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from provisioner import redact
 from provisioner.client import ManagementClient, api_path
 from provisioner.passwords import HashingAlgorithm, password_matches
 
@@ -49,9 +50,16 @@ class StoredPassword:
 
 @dataclass(frozen=True)
 class PlainPassword:
-    """A declared clear-text password, hashed locally before it is sent."""
+    """A declared clear-text password, hashed locally before it is sent.
+
+    ``algorithm`` is used whenever the password is written. With
+    ``algorithm_declared`` a stored hash of another algorithm counts as a
+    change too, so an explicit ``hashing_algorithm`` migrates old hashes.
+    """
 
     secret: SecretStr
+    algorithm: HashingAlgorithm = HashingAlgorithm.SHA256
+    algorithm_declared: bool = False
 
 
 Password = StoredPassword | PlainPassword
@@ -97,6 +105,8 @@ def passwords_equal(declared: Password | None, live: Password | None) -> bool:
         raise TypeError("the live side always holds stored hashes")
     if isinstance(declared, StoredPassword):
         return declared == live
+    if declared.algorithm_declared and declared.algorithm != live.algorithm:
+        return False
     return password_matches(
         declared.secret.get_secret_value(), live.password_hash, live.algorithm
     )
@@ -106,7 +116,13 @@ def read_live_state(client: ManagementClient) -> BrokerState:
     """Read users, vhosts and grants from the broker in two requests."""
     definitions = client.get(api_path("definitions"))
     vhosts = client.get(api_path("vhosts") + "?columns=name,description")
-    return state_from_definitions(definitions, vhosts)
+    state = state_from_definitions(definitions, vhosts)
+    # Stored hashes are secrets too; registering them keeps them out of any
+    # message that echoes a broker response.
+    for user in state.users.values():
+        if isinstance(user.password, StoredPassword):
+            redact.register(user.password.password_hash)
+    return state
 
 
 def state_from_definitions(

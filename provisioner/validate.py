@@ -48,7 +48,10 @@ def validate_document(
         raise InvalidInput([Problem(source.where(()), _top_level_message(data))])
 
     data, unresolved = interpolate(data, environ)
-    problems += [Problem(source.where(item.path), item.message) for item in unresolved]
+    problems += [
+        Problem(source.where(item.path), _owner_prefix(data, item.path) + item.message)
+        for item in unresolved
+    ]
     failed_paths = {item.path for item in unresolved}
 
     checker = _Checker(source, base_dir)
@@ -60,6 +63,18 @@ def validate_document(
     if problems:
         raise InvalidInput(problems)
     return parsed
+
+
+def _owner_prefix(data: dict[str, Any], path: PathKey) -> str:
+    # A file path like users[3].password does not say whose password it is.
+    if len(path) < 2 or path[0] != "users" or not isinstance(path[1], int):
+        return ""
+    users = data.get("users")
+    if not isinstance(users, list) or path[1] >= len(users):
+        return ""
+    entry = users[path[1]]
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f"user {name!r}: " if isinstance(name, str) else ""
 
 
 def _explained_by(problem: Problem, failed: set[PathKey], source: SourceMap) -> bool:
@@ -381,8 +396,8 @@ def _check_password_source(
         return [
             Problem(
                 source.where((*at, "hashing_algorithm")),
-                f"unknown hashing_algorithm {user.hashing_algorithm!r}; "
-                "use sha256 (default), sha512 or md5",
+                f"user {user.name!r} has unknown hashing_algorithm "
+                f"{user.hashing_algorithm!r}; use sha256 (default), sha512 or md5",
             )
         ]
     if given[0] == "password":

@@ -194,3 +194,17 @@ def test_describe_never_contains_password():
     changes = make_plan(declared, live_state(), login=ADMIN)
     assert all("sentinel-secret" not in c.describe() for c in changes)
     assert all("sentinel-secret" not in repr(c) for c in changes)
+
+
+def test_declared_algorithm_mismatch_updates():
+    from provisioner.state import passwords_equal
+
+    live = StoredPassword(
+        hash_password("pw", HashingAlgorithm.SHA512), HashingAlgorithm.SHA512
+    )
+    implicit = PlainPassword(SecretStr("pw"))
+    explicit = PlainPassword(SecretStr("pw"), HashingAlgorithm.SHA256, True)
+    same = PlainPassword(SecretStr("pw"), HashingAlgorithm.SHA512, True)
+    assert passwords_equal(implicit, live)
+    assert not passwords_equal(explicit, live)
+    assert passwords_equal(same, live)

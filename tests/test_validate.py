@@ -315,3 +315,25 @@ def test_slash_in_topic_regex_warns_with_routing_form(tmp_path, caplog):
     )
     assert "write ^site42\\..* instead" in caplog.text
     assert "users[0].topic_permissions[0].write" in caplog.text
+
+
+def test_md5_hash_accepted_with_one_warning(tmp_path, caplog):
+    from provisioner.passwords import HashingAlgorithm, hash_password
+    from provisioner.runner import load_declared
+    from provisioner.settings import Settings
+
+    digest = hash_password("legacy-pw", HashingAlgorithm.MD5)
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        "users:\n"
+        f"  - {{name: old1, password_hash: '{digest}', hashing_algorithm: md5}}\n"
+        "  - {name: new1, password: fine-pw}\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level("WARNING"):
+        load_declared(Settings(users_file=path), environ={})
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "old1" in warnings[0].getMessage()
+    assert "md5" in warnings[0].getMessage()
+    assert digest not in caplog.text

@@ -86,7 +86,10 @@ class ManagementClient:
         attempts = self.attempts if retry else 1
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(attempts),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=self.max_delay),
+            # 0.2 s, 0.4 s, 0.8 s ... up to max_delay, with jitter so that sidecars
+            # of a cluster do not retry in step.
+            wait=tenacity.wait_exponential(multiplier=0.2, max=self.max_delay)
+            + tenacity.wait_random(0, 0.2),
             retry=tenacity.retry_if_exception_type(BrokerUnavailable),
             before_sleep=_log_retry,
             reraise=True,

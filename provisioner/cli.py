@@ -25,8 +25,9 @@ EPILOG = """\
 exit codes:
   0  success (plan: nothing to do with --detailed-exitcode)
   1  failed while talking to the broker or applying changes; run again to finish
+     (verify: the broker allowed or refused something against the file)
   2  invalid users file, settings or flags; nothing was changed
-  3  the broker was not ready before the wait deadline
+  3  the broker was not ready before the wait deadline (verify: not reachable)
   4  plan --detailed-exitcode: changes are pending
 
 settings come from PROVISIONER_* environment variables; flags override them.
@@ -82,8 +83,42 @@ def build_parser() -> argparse.ArgumentParser:
         "show each user's compiled permissions and their source",
     )
     explain.add_argument("--user", action="append", help="only this user (repeatable)")
+    _add_verify(commands, common)
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
     return parser
+
+
+def _add_verify(commands: Any, common: argparse.ArgumentParser) -> None:
+    verify = _add(
+        commands,
+        common,
+        "verify",
+        "log in over MQTT as each user with an mqtt block and check what the "
+        "broker allows (needs the mqtt extra)",
+    )
+    verify.add_argument("--user", action="append", help="only this user (repeatable)")
+    verify.add_argument(
+        "--mqtt-url",
+        help="MQTT-over-WebSocket URL (PROVISIONER_MQTT_URL, default ws://127.0.0.1:15675/ws)",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=5.0,
+        help="seconds each probe waits for the broker (default 5)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid number of seconds: {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -164,6 +199,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_level",
         "log_format",
         "reconcile_interval",
+        "mqtt_url",
     )
     return {name: getattr(args, name, None) for name in names}
 
@@ -246,6 +282,36 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.errors import MissingDependency
+
+    try:
+        import paho.mqtt.client  # noqa: F401 -- only checks that the extra is installed
+    except ImportError:
+        raise MissingDependency(
+            "verify needs paho-mqtt, which is not installed; "
+            "install it with: pip install 'miyako-provisioner[mqtt]'"
+        ) from None
+
+    from provisioner.runner import load_declared
+    from provisioner.verify import (
+        endpoint_from,
+        render_report,
+        select_users,
+        verify_users,
+    )
+
+    declared = load_declared(settings)
+    users = select_users(declared.users_file.users, args.user)
+    endpoint = endpoint_from(settings, args.timeout)
+    report = verify_users(users, declared.state, endpoint)
+    print(render_report(report))
+    if not report.rows:
+        print("error: no user could be verified", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_APPLY_FAILED if report.surprises else EXIT_OK
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.serve import Signals, serve
 
@@ -257,6 +323,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 _COMMANDS: dict[str, Command] = {
     "serve": _serve,
     "explain": _explain,
+    "verify": _verify,
     "validate": _validate,
     "plan": _plan,
     "sync": _sync,

@@ -92,6 +92,15 @@ class Login:
     client_id: str
 
 
+def probe_connect(endpoint: Endpoint, login: Login) -> Result:
+    """Connect and disconnect; returns ALLOWED when CONNACK reported success."""
+    with _Connection(endpoint, login) as connection:
+        failed = connection.open()
+        if failed is not None:
+            return failed
+        return Result(Outcome.ALLOWED, "CONNACK success")
+
+
 def probe_publish(endpoint: Endpoint, login: Login, topic: str) -> Result:
     """Publish one QoS 1 message to ``topic``.
 

@@ -131,11 +131,16 @@ def verify_users(
                 result.detail,
             )
             rows.append(Row(check, result))
+            if check.action is Action.CONNECT and not rows[-1].ok:
+                skipped.append((user.name, "the login failed, so no other check ran"))
+                break
     return Report(rows, skipped)
 
 
 def run_probe(endpoint: Endpoint, check: Check, login: Login) -> Result:
     """Send the probe's packet on a fresh connection."""
+    if check.action is Action.CONNECT:
+        return mqtt_probe.probe_connect(endpoint, login)
     if check.action is Action.PUBLISH:
         return mqtt_probe.probe_publish(endpoint, login, check.topic)
     return mqtt_probe.probe_subscribe(endpoint, login, check.topic, check.qos)

@@ -31,6 +31,7 @@ class Expect(StrEnum):
 class Action(StrEnum):
     """The MQTT packet a probe sends after CONNECT."""
 
+    CONNECT = "connect"
     PUBLISH = "publish"
     SUBSCRIBE = "subscribe"
 
@@ -50,7 +51,9 @@ class Check:
     @property
     def target(self) -> str:
         """The topic or filter, or the client id when the client id is tested."""
-        return self.client_id if self.name.startswith("client id") else self.topic
+        if self.action is Action.CONNECT or self.name.startswith("client id"):
+            return self.client_id
+        return self.topic
 
 
 def plan_checks(username: str, block: spec.MqttBlock) -> list[Check]:
@@ -70,7 +73,9 @@ def plan_checks(username: str, block: spec.MqttBlock) -> list[Check]:
     ) -> Check:
         return Check(username, name, action, topic, client_id, expected, qos)
 
-    checks = [
+    # The login comes first: when it fails, no other probe can tell anything.
+    checks = [check("login", Action.CONNECT, "", Expect.ALLOWED)]
+    checks += [
         check("publish", Action.PUBLISH, concrete_topic(f), Expect.ALLOWED)
         for f in publish
     ]

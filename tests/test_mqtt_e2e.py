@@ -421,6 +421,8 @@ def test_verify_wrong_password_is_surprise(clean_broker, verify_file):
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "connect failed" in result.stdout
+    assert "skipped 'room-client': the login failed" in result.stdout
+    assert result.stdout.count("SURPRISE") == 1
     assert "not-the-password" not in result.stdout + result.stderr
 
 

@@ -48,6 +48,10 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 def test_plan_room_client_allowed() -> None:
     checks = by_name(plan_checks("room-client", ROOM))
 
+    assert next(iter(checks)) == "login"
+    assert checks["login"].action is Action.CONNECT
+    assert checks["login"].target == "room-client-verify"
+
     assert checks["publish"].topic == "/priv/room/sample"
     assert checks["publish"].expected is Expect.ALLOWED
     assert checks["subscribe qos0"].topic == "/priv/room/#"
@@ -99,8 +103,8 @@ def test_plan_hash_grant_neighbours() -> None:
     block = spec.MqttBlock(publish=["a/#"])
     checks = plan_checks("u", block)
 
-    refused = {c.name: c.topic for c in checks if c.action is Action.PUBLISH}
-    assert refused == {
+    published = {c.name: c.topic for c in checks if c.action is Action.PUBLISH}
+    assert published == {
         "publish": "a/verify",
         "publish, sibling level": "a-verify/verify",
         "publish, other first level": "verify-other/verify",
@@ -266,7 +270,7 @@ def test_verify_users_all_ok() -> None:
     text = render_report(report)
     assert text.splitlines()[0].split()[:3] == ["user", "check", "topic/client"]
     assert "skipped 'hashed'" in text
-    assert text.endswith("13 checks, all as declared.")
+    assert text.endswith("14 checks, all as declared.")
     assert "pw-one" not in text
 
 
@@ -286,7 +290,7 @@ def test_verify_users_reports_surprise() -> None:
         "says refused" in text
     )
     assert text.endswith(
-        "13 checks, 10 surprises: the broker does not enforce the users file."
+        "14 checks, 10 surprises: the broker does not enforce the users file."
     )
 
 
@@ -297,7 +301,11 @@ def test_verify_connect_failure_reported() -> None:
     users, state = users_and_state()
     report = verify_users(users[:1], state, ENDPOINT, probe=failing_probe)
 
-    assert len(report.surprises) == len(report.rows)
+    assert [row.check.name for row in report.rows] == ["login"]
+    assert len(report.surprises) == 1
+    assert report.skipped == [
+        ("room-client", "the login failed, so no other check ran")
+    ]
     assert "could not connect" in render_report(report)
 
 

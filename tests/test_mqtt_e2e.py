@@ -293,7 +293,8 @@ def test_mqtt_user_gets_401_on_api(provisioned):
 # Subscription queues: hand-written grants without them fail at QoS 1
 
 
-def test_hand_written_grant_fails_qos1(clean_broker, clients, tmp_path):
+@pytest.mark.parametrize("qos", [0, 1])
+def test_hand_written_grant_fails(clean_broker, clients, tmp_path, qos):
     path = write(
         tmp_path,
         """\
@@ -309,7 +310,7 @@ def test_hand_written_grant_fails_qos1(clean_broker, clients, tmp_path):
     assert api_get(clean_broker, "permissions/%2F/room-client")["configure"] == "^$"
 
     subscriber = room(clean_broker, clients, "room-client")
-    assert subscriber.subscribe("/priv/room/#", qos=1) == "closed"
+    assert subscriber.subscribe("/priv/room/#", qos=qos) == "closed"
 
 
 def test_mqtt_block_works_qos1(provisioned, clients):

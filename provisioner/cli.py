@@ -147,7 +147,8 @@ def _common_options() -> argparse.ArgumentParser:
         "--request-timeout", type=float, help="seconds per HTTP request (default 10)"
     )
     common.add_argument(
-        "--ca-bundle", help="CA certificates file for an https management URL"
+        "--ca-bundle",
+        help="CA certificates file for an https management URL or a wss MQTT URL",
     )
     common.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
@@ -307,7 +308,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     report = verify_users(users, declared.state, endpoint)
     print(render_report(report))
     if not report.rows:
-        print("error: no user could be verified", file=sys.stderr)
+        print(
+            "error: no user was verified, because every selected user is declared "
+            "with password_hash only; verify needs the clear-text password",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     return EXIT_APPLY_FAILED if report.surprises else EXIT_OK
 

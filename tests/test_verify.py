@@ -431,3 +431,23 @@ def test_cli_invalid_users_file_exits_2(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "'#' must be a whole level" in result.stderr
+
+
+def test_cli_only_hashed_users_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            users:
+              - name: hashed
+                password_hash: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                mqtt: {publish: [a/b]}
+            """
+        )
+    )
+
+    result = run_verify(["--file", str(path)])
+
+    assert result.returncode == 2
+    assert "skipped 'hashed'" in result.stdout
+    assert "declared with password_hash only" in result.stderr

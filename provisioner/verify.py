@@ -216,8 +216,15 @@ def _describe_surprise(row: Row) -> str:
 
 
 def _summary(report: Report) -> str:
-    count = len(report.rows)
+    checks = _count(len(report.rows), "check")
     surprises = len(report.surprises)
     if surprises == 0:
-        return f"{count} checks, all as declared."
-    return f"{count} checks, {surprises} surprises: the broker does not enforce the users file."
+        return f"{checks}, all as declared."
+    return (
+        f"{checks}, {_count(surprises, 'surprise')}: "
+        "the broker does not enforce the users file."
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -287,10 +287,12 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.errors import MissingDependency
 
     try:
-        import paho.mqtt.client  # noqa: F401 -- only checks that the extra is installed
+        # paho.mqtt.enums exists from paho-mqtt 2.0, whose callback API
+        # verify uses, so this also catches a 1.x install.
+        import paho.mqtt.enums  # noqa: F401
     except ImportError:
         raise MissingDependency(
-            "verify needs paho-mqtt, which is not installed; "
+            "verify needs paho-mqtt 2.0 or later, which is not installed; "
             "install it with: pip install 'miyako-provisioner[mqtt]'"
         ) from None
 

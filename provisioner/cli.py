@@ -25,8 +25,9 @@ EPILOG = """\
 exit codes:
   0  success (plan: nothing to do with --detailed-exitcode)
   1  failed while talking to the broker or applying changes; run again to finish
+     (verify: the broker allowed or refused something against the file)
   2  invalid users file, settings or flags; nothing was changed
-  3  the broker was not ready before the wait deadline
+  3  the broker was not ready before the wait deadline (verify: not reachable)
   4  plan --detailed-exitcode: changes are pending
 
 settings come from PROVISIONER_* environment variables; flags override them.
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         help="file to write, created with mode 0600 (default: standard output)",
     )
+    _add_verify(commands, common)
     commands.add_parser("schema", help="print the JSON Schema of users.yaml")
     hasher = commands.add_parser(
         "hash-password",
@@ -116,6 +118,39 @@ def build_parser() -> argparse.ArgumentParser:
         "(default sha256; md5 is legacy and weak)",
     )
     return parser
+
+
+def _add_verify(commands: Any, common: argparse.ArgumentParser) -> None:
+    verify = _add(
+        commands,
+        common,
+        "verify",
+        "log in over MQTT as each user with an mqtt block and check what the "
+        "broker allows (needs the mqtt extra)",
+    )
+    verify.add_argument("--user", action="append", help="only this user (repeatable)")
+    verify.add_argument(
+        "--mqtt-url",
+        help="MQTT-over-WebSocket URL (PROVISIONER_MQTT_URL, default ws://127.0.0.1:15675/ws)",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=5.0,
+        help="seconds each probe waits for the broker (default 5)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid number of seconds: {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -144,7 +179,8 @@ def _common_options() -> argparse.ArgumentParser:
         "--request-timeout", type=float, help="seconds per HTTP request (default 10)"
     )
     common.add_argument(
-        "--ca-bundle", help="CA certificates file for an https management URL"
+        "--ca-bundle",
+        help="CA certificates file for an https management URL or a wss MQTT URL",
     )
     common.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
@@ -207,6 +243,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_format",
         "reconcile_interval",
         "close_connections",
+        "mqtt_url",
     )
     return {name: getattr(args, name, None) for name in names}
 
@@ -312,6 +349,42 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioner.errors import MissingDependency
+
+    try:
+        # paho.mqtt.enums exists from paho-mqtt 2.0, whose callback API
+        # verify uses, so this also catches a 1.x install.
+        import paho.mqtt.enums  # noqa: F401
+    except ImportError:
+        raise MissingDependency(
+            "verify needs paho-mqtt 2.0 or later, which is not installed; "
+            "install it with: pip install 'miyako-provisioner[mqtt]'"
+        ) from None
+
+    from provisioner.runner import load_declared
+    from provisioner.verify import (
+        endpoint_from,
+        render_report,
+        select_users,
+        verify_users,
+    )
+
+    declared = load_declared(settings)
+    users = select_users(declared.users_file.users, args.user)
+    endpoint = endpoint_from(settings, args.timeout)
+    report = verify_users(users, declared.state, endpoint)
+    print(render_report(report))
+    if not report.rows:
+        print(
+            "error: no user was verified, because every selected user is declared "
+            "with password_hash only; verify needs the clear-text password",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    return EXIT_APPLY_FAILED if report.surprises else EXIT_OK
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.serve import Signals, serve
 
@@ -352,6 +425,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 _COMMANDS: dict[str, Command] = {
     "serve": _serve,
     "explain": _explain,
+    "verify": _verify,
     "validate": _validate,
     "plan": _plan,
     "sync": _sync,

@@ -76,6 +76,12 @@ class AuthenticationFailed(RequestRejected):
     exit_code = 2
 
 
+class MissingDependency(ProvisionerError):
+    """An optional package that the requested command needs is not installed."""
+
+    exit_code = 2
+
+
 class BrokerNotReady(ProvisionerError):
     """The broker was not ready before the wait deadline."""
 

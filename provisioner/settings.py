@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     )
 
     management_url: str = "http://127.0.0.1:15672"
+    # MQTT over WebSocket, used only by `verify`.
+    mqtt_url: str = "ws://127.0.0.1:15675/ws"
     username: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -71,6 +73,26 @@ class Settings(BaseSettings):
                 "PROVISIONER_PASSWORD instead"
             )
         return value.rstrip("/")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(
+                "must be a ws:// or wss:// URL with a host, such as ws://127.0.0.1:15675/ws"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not contain credentials; verify logs in as each user"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query or fragment")
+        try:
+            parts.port  # noqa: B018 -- raises ValueError for an invalid port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
 
     @property
     def login(self) -> str:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.provisioner_cli import api_get
 
@@ -21,7 +22,7 @@ class WsClient:
         self.disconnected = threading.Event()
         self.refused = threading.Event()
         self.client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             transport="websockets",
         )

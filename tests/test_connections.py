@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from provisioner import runner
+from provisioner.client import ManagementClient
 from provisioner.connections import (
     CLOSE_REASON,
     close_user_connections,
@@ -50,7 +53,7 @@ def test_close_filters_locally_with_one_listing():
             {"name": "127.0.0.1:4 -> 127.0.0.1:2", "user": "a/x"},
         ]
     )
-    assert close_user_connections(client, {"a", "a/x"}) == 2
+    assert close_user_connections(cast(ManagementClient, client), {"a", "a/x"}) == 2
     assert client.gets == 1
     paths = [path for path, _ in client.deleted]
     assert paths == [
@@ -62,7 +65,7 @@ def test_close_filters_locally_with_one_listing():
 
 def test_close_without_users_sends_nothing():
     client = FakeClient([])
-    assert close_user_connections(client, set()) == 0
+    assert close_user_connections(cast(ManagementClient, client), set()) == 0
     assert client.gets == 0
 
 
@@ -85,7 +88,7 @@ def test_failed_apply_still_closes(monkeypatch, close_fails):
     outcome = runner.PlanOutcome(changes, BrokerState())
     settings = Settings(username="ops", password="x-pw", close_connections=True)
     with pytest.raises(ApplyFailed):
-        runner.apply(None, outcome, settings)
+        runner.apply(cast(ManagementClient, None), outcome, settings)
     assert closed == [{"dev1"}]
 
 
@@ -95,4 +98,8 @@ def test_option_off_closes_nothing(monkeypatch):
         runner, "close_user_connections", lambda *a: pytest.fail("closed")
     )
     changes = [Change(Action.UPDATE, Kind.USER, ("dev1",), ("password",))]
-    runner.apply(None, runner.PlanOutcome(changes, BrokerState()), Settings())
+    runner.apply(
+        cast(ManagementClient, None),
+        runner.PlanOutcome(changes, BrokerState()),
+        Settings(),
+    )

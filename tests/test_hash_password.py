@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from provisioner import password_input
 from provisioner.password_input import PasswordInputError, read_new_password
 from provisioner.passwords import HashingAlgorithm, hash_form_error, password_matches
 from tests.provisioner_cli import REPO
@@ -54,20 +53,18 @@ class TestReadNewPassword:
             prompts.append(prompt)
             return next(answers)
 
-        monkeypatch.setattr(password_input.getpass, "getpass", fake_getpass)
+        monkeypatch.setattr("getpass.getpass", fake_getpass)
         assert read_new_password(FakeTerminal()) == "tty-pw"
         assert len(prompts) == 2
 
     def test_terminal_mismatch_rejected(self, monkeypatch):
         answers = iter(["one", "two"])
-        monkeypatch.setattr(
-            password_input.getpass, "getpass", lambda prompt: next(answers)
-        )
+        monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
         with pytest.raises(PasswordInputError, match="differ"):
             read_new_password(FakeTerminal())
 
     def test_terminal_empty_rejected(self, monkeypatch):
-        monkeypatch.setattr(password_input.getpass, "getpass", lambda prompt: "")
+        monkeypatch.setattr("getpass.getpass", lambda prompt: "")
         with pytest.raises(PasswordInputError, match="empty"):
             read_new_password(FakeTerminal())
 

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import requests
+from requests.auth import HTTPBasicAuth
 
 from provisioner.passwords import HashingAlgorithm, hash_password, password_matches
 from tests.mqtt_ws import WsClient
@@ -23,7 +24,7 @@ from tests.provisioner_cli import (
 def whoami(node, user: str, password: str) -> int:
     response = requests.get(
         f"{node.management_url}/api/whoami",
-        auth=(user.encode("utf-8"), password.encode("utf-8")),
+        auth=HTTPBasicAuth(user.encode("utf-8"), password.encode("utf-8")),
         timeout=10,
     )
     return response.status_code

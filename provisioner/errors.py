@@ -76,6 +76,12 @@ class AuthenticationFailed(RequestRejected):
     exit_code = 2
 
 
+class TlsVerificationFailed(BrokerError):
+    """The broker's certificate failed verification; waiting cannot fix it."""
+
+    exit_code = 2
+
+
 class BrokerNotReady(ProvisionerError):
     """The broker was not ready before the wait deadline."""
 

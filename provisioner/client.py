@@ -143,6 +143,15 @@ class ManagementClient:
                 method=method,
                 path=path,
             ) from None
+        except requests.exceptions.ChunkedEncodingError:
+            # The connection closed part way through the response body, as it
+            # does when the broker stops mid-answer; a new request can succeed.
+            raise BrokerUnavailable(
+                f"{method} {path} failed: the connection closed before the whole "
+                "response arrived",
+                method=method,
+                path=path,
+            ) from None
         except requests.RequestException as error:
             raise BrokerError(
                 f"{method} {path} failed: {type(error).__name__}",

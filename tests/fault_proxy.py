@@ -28,7 +28,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # Hop-by-hop and framing headers the proxy sets itself.
-_DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+_DROPPED_HEADERS = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length"}
+)
 UPSTREAM_TIMEOUT_SECONDS = 60.0
 
 
@@ -99,7 +101,9 @@ class FaultProxy:
         self.port: int = self._server.server_address[1]
         self.scheme = "https" if tls is not None else "http"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"fault-proxy-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            name=f"fault-proxy-{self.port}",
+            daemon=True,
         )
 
     @property
@@ -140,6 +144,11 @@ class FaultProxy:
         """Apply ``rule`` before earlier rules to the requests it matches."""
         with self._lock:
             self._rules.insert(0, rule)
+
+    def remove(self, rule: Rule) -> None:
+        """Stop applying ``rule``."""
+        with self._lock:
+            self._rules = [r for r in self._rules if r is not rule]
 
     def count(self, method: str, path_prefix: str = "") -> int:
         """Return how many requests with ``method`` and ``path_prefix`` arrived."""
@@ -198,7 +207,11 @@ class _Handler(BaseHTTPRequestHandler):
         if rule is not None and rule.fault is Fault.STATUS:
             self._send_canned(rule.status)
             return
-        if rule is not None and rule.fault is Fault.DELAY and proxy.wait_stopped(rule.delay):
+        if (
+            rule is not None
+            and rule.fault is Fault.DELAY
+            and proxy.wait_stopped(rule.delay)
+        ):
             self.close_connection = True
             return
         upstream = self._forward(body)
@@ -215,11 +228,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
         connection = http.client.HTTPConnection(
-            "127.0.0.1", self.server.proxy.upstream_port, timeout=UPSTREAM_TIMEOUT_SECONDS
+            "127.0.0.1",
+            self.server.proxy.upstream_port,
+            timeout=UPSTREAM_TIMEOUT_SECONDS,
         )
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _DROPPED_HEADERS}
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in _DROPPED_HEADERS
+        }
         try:
-            connection.request(self.command, self.path, body=body or None, headers=headers)
+            connection.request(
+                self.command, self.path, body=body or None, headers=headers
+            )
             response = connection.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException) as error:
@@ -227,12 +246,18 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         finally:
             connection.close()
-        kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _DROPPED_HEADERS]
+        kept = [
+            (k, v)
+            for k, v in response.getheaders()
+            if k.lower() not in _DROPPED_HEADERS
+        ]
         return response.status, kept, payload
 
     def _send_canned(self, status: int) -> None:
         reason = http.client.responses.get(status, "Error")
-        payload = f'{{"error":"{reason}","reason":"injected by the test proxy"}}'.encode()
+        payload = (
+            f'{{"error":"{reason}","reason":"injected by the test proxy"}}'.encode()
+        )
         self._send(status, [("Content-Type", "application/json")], payload)
 
     def _send(

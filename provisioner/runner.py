@@ -48,6 +48,12 @@ def load_declared(
     env = os.environ if environ is None else environ
     path = settings.users_file
     users_file = load_users_file(path, env)
+    if not users_file.users and not users_file.vhosts:
+        # A mount that failed or a truncated write leaves an empty file at
+        # boot; without pruning it changes nothing, but it is worth a line.
+        log.warning(
+            "%s declares no users and no vhosts, so nothing will be created", path
+        )
     prune = users_file.prune
     policy = PrunePolicy(
         users=prune.users,

@@ -220,6 +220,8 @@ def _cause(error: requests.ConnectionError) -> str:
     ):
         if marker in text:
             return marker.lower()
+    if "RemoteDisconnected" in text:
+        return "the connection closed without a response"
     return type(error).__name__
 
 

@@ -137,7 +137,7 @@ class FaultProxy:
             self.refusing = False
 
     def refuse(self) -> None:
-        """Close every new connection at accept."""
+        """Close new connections at accept and open ones at their next request."""
         self.refusing = True
 
     def add(self, rule: Rule) -> None:
@@ -197,6 +197,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.server.proxy
+        if proxy.refusing:
+            # A kept-alive connection outlives refuse(); drop it unanswered.
+            self.close_connection = True
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         rule = proxy.take_rule(self.command, self.path.split("?", 1)[0])

@@ -2,8 +2,8 @@
 
 Tests put a `FaultProxy` in front of a throwaway node's management port and
 switch its behaviour while the real CLI runs: pass requests through, refuse
-connections, delay, cut a response part way, answer canned 5xx or 4xx
-statuses, or hang without answering. The proxy speaks HTTP/1.1 so that rules
+connections, delay, cut a response part way, return canned 5xx or 4xx
+statuses, or hang without responding. The proxy speaks HTTP/1.1 so that rules
 can target one method and path prefix and count requests. It can also
 terminate TLS, to serve the management API over https.
 
@@ -204,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         rule = proxy.take_rule(self.command, self.path.split("?", 1)[0])
+
         if rule is not None and rule.fault is Fault.HANG:
             proxy.wait_stopped(3600)
             self.close_connection = True
@@ -218,9 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             self.close_connection = True
             return
+
         upstream = self._forward(body)
         if upstream is None:
-            # The node is down: close without an answer, as its port would.
+            # The node is down: close without a response, as its port would.
             self.close_connection = True
             return
         status, headers, payload = upstream

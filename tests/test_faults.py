@@ -2,8 +2,8 @@
 
 Each scenario checks the exit code, the message and the broker state read
 back over the API. The time each scenario took to recover is printed (run
-with ``-s``) and written to ``build/fault-results.md``; these numbers are
-measurements, so no test asserts on them beyond coarse upper bounds.
+with ``-s``) and written to ``build/fault-results.md``. These numbers are
+measurements, so tests assert on them only with coarse upper bounds.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def warnings_with(stderr: str, phrase: str) -> list[str]:
 # Start-up -------------------------------------------------------------------
 
 
-def test_broker_down_then_up(proxy, clean_broker, tmp_path):
+def test_broker_down_then_up(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     proxy.refuse()
     process = start_cli(clean_broker, path, through(proxy, **PASSWORD_ENV))
@@ -130,7 +132,9 @@ def test_broker_down_then_up(proxy, clean_broker, tmp_path):
     )
 
 
-def test_boot_sequence_refused_5xx_then_write_500(proxy, clean_broker, tmp_path):
+def test_boot_sequence_refused_5xx_then_write_500(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     write_once = Rule(
         Fault.STATUS, count=1, status=500, method="POST", path_prefix="/api/definitions"
@@ -164,7 +168,9 @@ def test_boot_sequence_refused_5xx_then_write_500(proxy, clean_broker, tmp_path)
     )
 
 
-def test_wait_deadline_gives_exit_3(proxy, clean_broker, tmp_path):
+def test_wait_deadline_gives_exit_3(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     proxy.add(Rule(Fault.STATUS, status=503))
     started = time.monotonic()
@@ -186,7 +192,9 @@ def test_wait_deadline_gives_exit_3(proxy, clean_broker, tmp_path):
     record("503 forever, wait timeout 3 s", f"exit 3 after {elapsed:.2f} s")
 
 
-def test_persistent_401_gives_exit_2(proxy, clean_broker, tmp_path):
+def test_persistent_401_gives_exit_2(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     started = time.monotonic()
     result = run_cli(
@@ -212,7 +220,9 @@ def test_persistent_401_gives_exit_2(proxy, clean_broker, tmp_path):
 # Transient failures while syncing --------------------------------------------
 
 
-def test_burst_of_5xx_is_retried(proxy, clean_broker, tmp_path):
+def test_burst_of_5xx_is_retried(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     proxy.add(
         Rule(
@@ -242,7 +252,9 @@ def test_burst_of_5xx_is_retried(proxy, clean_broker, tmp_path):
     )
 
 
-def test_hung_response_times_out_and_retries(proxy, clean_broker, tmp_path):
+def test_hung_response_times_out_and_retries(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     proxy.add(Rule(Fault.HANG, count=2, method="GET", path_prefix="/api/definitions"))
     started = time.monotonic()
@@ -264,7 +276,9 @@ def test_hung_response_times_out_and_retries(proxy, clean_broker, tmp_path):
     )
 
 
-def test_response_cut_midway_is_retried(proxy, clean_broker, tmp_path):
+def test_response_cut_midway_is_retried(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path)
     proxy.add(
         Rule(
@@ -288,7 +302,9 @@ def test_response_cut_midway_is_retried(proxy, clean_broker, tmp_path):
 
 
 @pytest.mark.parametrize("status", [404, 405])
-def test_404_on_built_path_is_not_retried(proxy, clean_broker, tmp_path, status):
+def test_404_on_built_path_is_not_retried(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path, status: int
+) -> None:
     path = write_users(tmp_path, count=1, vhost="/plant-a")
     proxy.add(
         Rule(Fault.STATUS, status=status, method="PUT", path_prefix="/api/permissions/")
@@ -362,7 +378,9 @@ def assert_all_declared(node: RabbitNode) -> None:
     assert granted_users(node) == expected
 
 
-def test_restart_during_per_object_sync(proxy, clean_broker, tmp_path):
+def test_restart_during_per_object_sync(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     first_rc, stderr, restarted_at, rerun = restart_during_sync(
         clean_broker,
         proxy,
@@ -384,7 +402,9 @@ def test_restart_during_per_object_sync(proxy, clean_broker, tmp_path):
     )
 
 
-def test_restart_during_bulk_import(proxy, clean_broker, tmp_path):
+def test_restart_during_bulk_import(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     proxy.add(
         Rule(
             Fault.DELAY,
@@ -411,7 +431,9 @@ def test_restart_during_bulk_import(proxy, clean_broker, tmp_path):
     )
 
 
-def test_killed_cli_is_finished_by_next_run(proxy, clean_broker, tmp_path):
+def test_killed_cli_is_finished_by_next_run(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path, count=500)
     env = through(proxy, PROVISIONER_BULK="false", **PASSWORD_ENV)
     process = start_cli(clean_broker, path, env)
@@ -433,7 +455,9 @@ def test_killed_cli_is_finished_by_next_run(proxy, clean_broker, tmp_path):
     )
 
 
-def test_broker_gone_mid_sync_then_back(proxy, clean_broker, tmp_path):
+def test_broker_gone_mid_sync_then_back(
+    proxy: FaultProxy, clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     path = write_users(tmp_path, count=500)
     env = through(
         proxy, PROVISIONER_BULK="false", PROVISIONER_WAIT_TIMEOUT="3", **PASSWORD_ENV
@@ -477,7 +501,9 @@ def tls_proxy(
         yield started, bundle
 
 
-def test_tls_unknown_ca_is_rejected(tls_proxy, clean_broker, tmp_path):
+def test_tls_unknown_ca_is_rejected(
+    tls_proxy: tuple[FaultProxy, Path], clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     proxy, _ = tls_proxy
     path = write_users(tmp_path)
     started = time.monotonic()
@@ -497,7 +523,9 @@ def test_tls_unknown_ca_is_rejected(tls_proxy, clean_broker, tmp_path):
     )
 
 
-def test_tls_with_ca_bundle_syncs(tls_proxy, clean_broker, tmp_path):
+def test_tls_with_ca_bundle_syncs(
+    tls_proxy: tuple[FaultProxy, Path], clean_broker: RabbitNode, tmp_path: Path
+) -> None:
     proxy, bundle = tls_proxy
     path = write_users(tmp_path)
     result = run_cli(

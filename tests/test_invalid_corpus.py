@@ -15,6 +15,7 @@ import yaml
 from provisioner.loader import MAX_FILE_BYTES
 from provisioner.validate import load_users_file
 from tests.provisioner_cli import definitions_snapshot, run_cli
+from tests.rabbitmq_node import RabbitNode
 
 CORPUS = Path(__file__).parent / "invalid"
 EXPECTED: dict[str, dict[str, object]] = yaml.safe_load(
@@ -29,12 +30,14 @@ def corpus_files() -> list[str]:
     return sorted(p.name for p in CORPUS.iterdir() if p.name != "expected.yaml")
 
 
-def test_every_file_has_an_expectation():
+def test_every_file_has_an_expectation() -> None:
     assert set(corpus_files()) == set(EXPECTED)
     assert len(EXPECTED) >= 40
 
 
-def check_commands(node, path: Path, exit_code: int, phrases: list[str]) -> None:
+def check_commands(
+    node: RabbitNode, path: Path, exit_code: int, phrases: list[str]
+) -> None:
     before = definitions_snapshot(node)
     for command in ("validate", "sync"):
         result = run_cli(node, command, users_file=path, env=ENV, timeout=60)
@@ -48,14 +51,14 @@ def check_commands(node, path: Path, exit_code: int, phrases: list[str]) -> None
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_file(clean_broker, name):
+def test_corpus_file(clean_broker: RabbitNode, name: str) -> None:
     expected = EXPECTED[name]
     phrases = expected["contains"]
     assert isinstance(phrases, list)
     check_commands(clean_broker, CORPUS / name, int(str(expected["exit"])), phrases)
 
 
-def test_file_over_size_limit(clean_broker, tmp_path):
+def test_file_over_size_limit(clean_broker: RabbitNode, tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     with path.open("wb") as handle:
         handle.write(b"users: []\n")
@@ -63,7 +66,7 @@ def test_file_over_size_limit(clean_broker, tmp_path):
     check_commands(clean_broker, path, 2, [f"over the limit of {MAX_FILE_BYTES}"])
 
 
-def test_1e3_stays_text(tmp_path):
+def test_1e3_stays_text(tmp_path: Path) -> None:
     # PyYAML follows YAML 1.1, where a float needs a dot, so 1e3 is a string
     # (YAML 1.2 would read the number 1000.0).
     path = tmp_path / "users.yaml"

@@ -1,10 +1,10 @@
 """Properties of ``make_plan`` over random declared and live broker states.
 
 ``apply_in_memory`` is a small model of the broker written for this test,
-independent of ``provisioner.apply``: a create or update merges the declared
-object into the live one (as a definitions import does), and a delete removes
-the object together with what the broker removes with it (a user's grants, a
-vhost's grants). Applying the plan in this model must reach the declared
+independent of ``provisioner.apply``. A create or update merges the declared
+object into the live one, as a definitions import does. A delete removes the
+object together with what the broker removes with it: a user's or a vhost's
+grants. Applying the plan in this model must reach the declared
 state on everything the file owns, after which planning again yields nothing.
 """
 
@@ -177,11 +177,13 @@ def _put(state: BrokerState, change: Change) -> None:
     elif change.kind == Kind.PERMISSION:
         assert change.target[0] in state.vhosts, "permission on a missing vhost"
         assert change.target[1] in state.users, "permission for a missing user"
-        state.permissions[change.target] = change.value
+        vhost, user_name = change.target
+        state.permissions[(vhost, user_name)] = change.value
     elif change.kind == Kind.TOPIC_PERMISSION:
         assert change.target[0] in state.vhosts, "topic permission on a missing vhost"
         assert change.target[1] in state.users, "topic permission for a missing user"
-        state.topic_permissions[change.target] = change.value
+        vhost, user_name, exchange = change.target
+        state.topic_permissions[(vhost, user_name, exchange)] = change.value
     elif change.kind == Kind.USER_LIMIT:
         name, limit = change.target
         state.users[name].limits[limit] = change.value
@@ -210,9 +212,11 @@ def _delete(state: BrokerState, change: Change) -> None:
         del state.vhosts[change.target[0]]
         _drop_grants_on_missing_vhosts(state)
     elif change.kind == Kind.PERMISSION:
-        del state.permissions[change.target]
+        vhost, user_name = change.target
+        del state.permissions[(vhost, user_name)]
     elif change.kind == Kind.TOPIC_PERMISSION:
-        del state.topic_permissions[change.target]
+        vhost, user_name, exchange = change.target
+        del state.topic_permissions[(vhost, user_name, exchange)]
     elif change.kind == Kind.USER_LIMIT:
         name, limit = change.target
         del state.users[name].limits[limit]
@@ -227,7 +231,7 @@ def _delete(state: BrokerState, change: Change) -> None:
 def with_admin(state: BrokerState, login: str, *, add: bool) -> BrokerState:
     """Return ``state`` where the login account, if present or ``add``, has administrator.
 
-    The broker only answers because the login exists with that tag, and a
+    The broker accepts requests only because the login exists with that tag, and a
     file that removes the tag is rejected (tested in test_plan), so the
     other cases are not worth generating.
     """
@@ -283,7 +287,9 @@ def assert_owned_equal(declared: BrokerState, result: BrokerState) -> None:
     login=st.sampled_from(USERS),
     prune=prune_policies,
 )
-def test_plan_reaches_declared_state(declared, live, login, prune):
+def test_plan_reaches_declared_state(
+    declared: BrokerState, live: BrokerState, login: str, prune: PrunePolicy
+) -> None:
     live = with_admin(live, login, add=True)
     declared = with_admin(declared, login, add=False)
     changes = plan_or_none(declared, live, login, prune)
@@ -301,7 +307,9 @@ def test_plan_reaches_declared_state(declared, live, login, prune):
     live=broker_states(declared=False),
     login=st.sampled_from(USERS),
 )
-def test_undeclared_users_untouched_without_prune(declared, live, login):
+def test_undeclared_users_untouched_without_prune(
+    declared: BrokerState, live: BrokerState, login: str
+) -> None:
     live = with_admin(live, login, add=True)
     declared = with_admin(declared, login, add=False)
     changes = plan_or_none(declared, live, login, PrunePolicy())
@@ -327,7 +335,9 @@ def test_undeclared_users_untouched_without_prune(declared, live, login):
     login=st.sampled_from(USERS),
     prune=prune_policies,
 )
-def test_login_and_protected_never_deleted(declared, live, login, prune):
+def test_login_and_protected_never_deleted(
+    declared: BrokerState, live: BrokerState, login: str, prune: PrunePolicy
+) -> None:
     live = with_admin(live, login, add=True)
     declared = with_admin(declared, login, add=False)
     changes = plan_or_none(declared, live, login, prune)

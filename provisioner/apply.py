@@ -19,7 +19,12 @@ from typing import Any
 
 from provisioner import redact
 from provisioner.client import ManagementClient, api_path
-from provisioner.errors import ApplyFailed, BrokerError, RequestRejected
+from provisioner.errors import (
+    ApplyFailed,
+    BrokerError,
+    BrokerUnavailable,
+    RequestRejected,
+)
 from provisioner.passwords import hash_password
 from provisioner.plan import Action, Change, Kind
 from provisioner.state import (
@@ -55,26 +60,47 @@ def apply_plan(
     own, rest = _split_own_password(changes, login)
     batch = [c for c in rest if bulk and _bulk_capable(c)]
     singles = [c for c in rest if c not in batch]
+    # What the failing request was for, so the error names the object and
+    # not only the encoded path.
+    step = f"import {len(batch)} changes in one definitions request"
     try:
         if batch:
             _apply_batch(client, batch, live)
             result.applied += batch
         for group in _groups(singles, bulk):
+            step = _step(group)
             _apply_group(client, group, live)
             result.applied += group
         if own is not None:
+            step = own.describe()
             _apply_own_password(client, own, live)
             result.applied.append(own)
     except BrokerError as error:
         pending = len(changes) - len(result.applied)
         raise ApplyFailed(
-            f"{error}; {len(result.applied)} of {len(changes)} changes were applied, "
+            f"failed to {step}: {error}; {len(result.applied)} of {len(changes)} "
+            "changes were applied, "
             f"{pending} were not (a failed bulk import may be partly applied). "
-            "Nothing is lost: run sync again to finish the job",
+            + _next_step(error),
             applied=len(result.applied),
             pending=pending,
         ) from error
     return result
+
+
+def _next_step(error: BrokerError) -> str:
+    if isinstance(error, BrokerUnavailable):
+        return "Nothing is lost: run sync again to finish the job"
+    return (
+        "The broker rejected the request, so a new run fails the same way "
+        "until the cause above is fixed"
+    )
+
+
+def _step(group: list[Change]) -> str:
+    if len(group) == 1:
+        return group[0].describe()
+    return f"delete {len(group)} users in one bulk-delete request"
 
 
 def _split_own_password(

@@ -309,14 +309,11 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         return _plan(args, settings)
     from provisioner.report import summary
-    from provisioner.runner import apply, compute_plan, connect, load_declared
+    from provisioner.runner import connect, load_declared, sync
 
     declared = load_declared(settings)
-    client = connect(settings)
-    outcome = compute_plan(client, declared, settings)
-    if outcome.changes:
-        apply(client, outcome, settings)
-    print(summary(outcome.changes).replace("Plan:", "Applied:"))
+    changes = sync(connect(settings), declared, settings)
+    print(summary(changes).replace("Plan:", "Applied:"))
     return EXIT_OK
 
 

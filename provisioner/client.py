@@ -10,6 +10,7 @@ Headers and bodies are never logged, since they carry credentials and hashes.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from provisioner.errors import (
     BrokerError,
     BrokerUnavailable,
     RequestRejected,
+    TlsVerificationFailed,
 )
 from provisioner.settings import Settings
 
@@ -149,12 +151,19 @@ class ManagementClient:
                 path=path,
             ) from None
         except requests.exceptions.SSLError as error:
-            raise BrokerError(
-                _tls_message(method, path, error), method=method, path=path
-            ) from None
+            raise _tls_error(method, path, error) from None
         except requests.ConnectionError as error:
             raise BrokerUnavailable(
                 f"{method} {path} failed: cannot connect to {self.base_url} ({_cause(error)})",
+                method=method,
+                path=path,
+            ) from None
+        except requests.exceptions.ChunkedEncodingError:
+            # The connection closed part way through the response body, as it
+            # does when the broker stops mid-answer; a new request can succeed.
+            raise BrokerUnavailable(
+                f"{method} {path} failed: the connection closed before the whole "
+                "response arrived",
                 method=method,
                 path=path,
             ) from None
@@ -226,19 +235,46 @@ def _cause(error: requests.ConnectionError) -> str:
     ):
         if marker in text:
             return marker.lower()
+    if "RemoteDisconnected" in text:
+        return "the connection closed without a response"
     return type(error).__name__
 
 
-def _tls_message(method: str, path: str, error: requests.exceptions.SSLError) -> str:
-    detail = (
-        "certificate verify failed"
-        if "CERTIFICATE_VERIFY_FAILED" in str(error)
-        else "TLS error"
+def _tls_error(
+    method: str, path: str, error: requests.exceptions.SSLError
+) -> BrokerError:
+    if _verification_failed(error):
+        return TlsVerificationFailed(
+            f"{method} {path} failed: the broker's TLS certificate failed "
+            "verification; set PROVISIONER_CA_BUNDLE to the CA that signed it "
+            "(verification stays on by default)",
+            method=method,
+            path=path,
+        )
+    # A broker that closes the socket during the handshake (it is starting or
+    # stopping) raises an SSLError too; that can succeed on retry.
+    return BrokerUnavailable(
+        f"{method} {path} failed: the TLS handshake with the broker did not complete",
+        method=method,
+        path=path,
     )
-    return (
-        f"{method} {path} failed: {detail}; set PROVISIONER_CA_BUNDLE to the CA that "
-        "signed the broker's certificate (verification stays on by default)"
-    )
+
+
+def _verification_failed(error: BaseException) -> bool:
+    # requests wraps urllib3's error, which wraps the ssl module's; walk the
+    # chain instead of matching message text.
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(item))
+        pending += [item.__cause__, item.__context__, getattr(item, "reason", None)]
+        pending += list(item.args)
+    return False
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

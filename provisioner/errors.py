@@ -82,6 +82,12 @@ class MissingDependency(ProvisionerError):
     exit_code = 2
 
 
+class TlsVerificationFailed(BrokerError):
+    """The broker's certificate failed verification; waiting cannot fix it."""
+
+    exit_code = 2
+
+
 class BrokerNotReady(ProvisionerError):
     """The broker was not ready before the wait deadline."""
 

@@ -29,6 +29,18 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 # Alias expansion can turn a few lines into billions of nodes; no real
 # users file comes near this many values.
 MAX_NODES = 1_000_000
+# A users file nests about six levels deep; far deeper input is garbage, and
+# PyYAML composes nodes recursively, so it would exhaust the Python stack.
+MAX_DEPTH = 64
+
+# Byte order marks of the encodings that are not UTF-8, which YAML text
+# saved by some Windows editors starts with.
+_FOREIGN_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
 
 PathKey = tuple[str | int, ...]
 
@@ -117,6 +129,9 @@ def load_bytes(raw: bytes, name: str) -> Document:
         raise _invalid(
             name, f"the file is {len(raw)} bytes, over the limit of {MAX_FILE_BYTES}"
         )
+    for bom, encoding in _FOREIGN_BOMS.items():
+        if raw.startswith(bom):
+            raise _invalid(name, f"the file is {encoding} text; save it as UTF-8 text")
     if b"\x00" in raw:
         raise _invalid(name, "the file contains NUL bytes; it is binary, not YAML text")
     try:
@@ -130,14 +145,20 @@ def load_bytes(raw: bytes, name: str) -> Document:
 
 
 def load_text(text: str, name: str) -> Document:
-    """Parse YAML ``text``; an empty document is an empty mapping."""
+    """Parse YAML ``text``; an empty or whitespace-only document is an empty mapping."""
+    source = SourceMap(name)
+    if not text.strip():
+        # YAML rejects a tab on a line of its own, but a file of nothing but
+        # blanks declares nothing either way.
+        return Document({}, source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         raise _invalid(_mark_place(name, error), _yaml_message(error)) from None
     except yaml.YAMLError as error:
         raise _invalid(name, f"invalid YAML: {error}") from None
-    source = SourceMap(name)
+    except RecursionError:
+        raise _invalid(name, _too_deep()) from None
     if node is None:
         return Document({}, source)
     builder = _Builder(source)
@@ -153,7 +174,16 @@ def _mark_place(name: str, error: yaml.MarkedYAMLError) -> str:
 
 def _yaml_message(error: yaml.MarkedYAMLError) -> str:
     parts = [part for part in (error.context, error.problem) if part]
-    return "invalid YAML: " + ", ".join(parts) if parts else "invalid YAML"
+    message = "invalid YAML: " + ", ".join(parts) if parts else "invalid YAML"
+    mark = error.problem_mark
+    buffer = getattr(mark, "buffer", None)
+    if mark is not None and buffer and buffer[mark.pointer : mark.pointer + 1] == "\t":
+        message += "; YAML does not allow tabs for indentation, so indent with spaces"
+    return message
+
+
+def _too_deep() -> str:
+    return f"the document is nested more than {MAX_DEPTH} levels deep; it is not a users file"
 
 
 def _invalid(where: str, message: str) -> InvalidInput:
@@ -176,6 +206,8 @@ class _Builder:
         return value
 
     def _build(self, node: yaml.Node, path: PathKey) -> Any:
+        if len(path) > MAX_DEPTH:
+            raise _invalid(f"{self.source.file}:{_place(node)}", _too_deep())
         self.count += 1
         if self.count > MAX_NODES:
             raise _invalid(
@@ -219,7 +251,7 @@ class _Builder:
             if key in explicit:
                 self.problems.append(
                     Problem(
-                        f"{self.source.file}:{_position(key_node).line}: {format_path(child)}",
+                        f"{self.source.file}:{_place(key_node)}: {format_path(child)}",
                         f"duplicate key {key!r}; YAML would keep only the last one, "
                         "so merge the two entries",
                     )
@@ -236,7 +268,7 @@ class _Builder:
             return str(key_node.value)
         self.problems.append(
             Problem(
-                f"{self.source.file}:{_position(key_node).line}: {format_path(path)}",
+                f"{self.source.file}:{_place(key_node)}: {format_path(path)}",
                 "a mapping key must be a plain name, not a list or mapping",
             )
         )
@@ -281,6 +313,11 @@ def _describe_typed(value: Any) -> str:
     if value is None:
         return "null"
     return f"the {type(value).__name__} {value}"
+
+
+def _place(node: yaml.Node) -> str:
+    position = _position(node)
+    return f"{position.line}:{position.column}"
 
 
 def _position(node: yaml.Node) -> Position:

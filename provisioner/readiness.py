@@ -19,6 +19,7 @@ from provisioner.errors import (
     BrokerError,
     BrokerNotReady,
     RequestRejected,
+    TlsVerificationFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def wait_until_ready(
 
     Raises BrokerNotReady when ``timeout`` seconds pass first,
     AuthenticationFailed when the login is rejected for ``AUTH_GRACE`` seconds,
-    and RequestRejected at once on 403 (the login lacks the administrator tag).
+    RequestRejected at once on 403 (the login lacks the administrator tag), and
+    TlsVerificationFailed at once (the certificate does not change by waiting).
     """
     deadline = clock() + timeout
     delay = FIRST_DELAY
@@ -61,6 +63,8 @@ def wait_until_ready(
                 raise
             first_401 = None
             last_reason = str(error)
+        except TlsVerificationFailed:
+            raise
         except BrokerError as error:
             first_401 = None
             last_reason = str(error)

@@ -58,6 +58,8 @@ def validate_document(
     parsed = checker.parse_sections(data)
     problems += checker.problems
     problems += _cross_check(parsed, checker.origins, source, base_dir)
+    problems += checker.check_broken_users(set(names(parsed.vhosts)) | {ROOT_VHOST})
+    problems += _check_prune(parsed, source)
     # A missing variable already explains an empty password; say it once.
     problems = [p for p in problems if not _explained_by(p, failed_paths, source)]
     if problems:
@@ -98,6 +100,9 @@ class _Checker:
         # Position in the file of each parsed entry, since entries that fail
         # to parse are dropped and later ones shift down.
         self.origins: dict[str, list[int]] = {"vhosts": [], "users": []}
+        # Users that failed their model, kept so their grants still get the
+        # whole-file checks and one run reports every problem.
+        self.broken_users: list[tuple[int, dict[str, Any]]] = []
 
     def parse_sections(self, data: dict[str, Any]) -> spec.UsersFile:
         for key in data:
@@ -129,7 +134,36 @@ class _Checker:
             if entry is not None:
                 parsed.append(entry)
                 self.origins[key].append(index)
+            elif model is spec.User and isinstance(item, dict):
+                self.broken_users.append((index, item))
         return parsed
+
+    def check_broken_users(self, vhosts: set[str]) -> list[Problem]:
+        """Check the grants of users that failed validation, each grant on its own."""
+        problems: list[Problem] = []
+        for index, raw in self.broken_users:
+            at: PathKey = ("users", index)
+            for field, model in _GRANT_MODELS.items():
+                entries = raw.get(field)
+                if not isinstance(entries, list):
+                    continue
+                for position, entry in enumerate(entries):
+                    grant = _quiet_parse(model, entry)
+                    if grant is None:
+                        # Its own errors are already in the user's report.
+                        continue
+                    path = (*at, field, position)
+                    problems += _check_reference(
+                        grant.vhost, vhosts, (*path, "vhost"), self.source
+                    )
+                    for regex_field in ("configure", "write", "read"):
+                        if hasattr(grant, regex_field):
+                            problems += _check_regex(
+                                getattr(grant, regex_field),
+                                (*path, regex_field),
+                                self.source,
+                            )
+        return problems
 
     def _parse_one(self, raw: Any, path: PathKey, model: type[Any]) -> Any:
         try:
@@ -167,7 +201,14 @@ class _Checker:
                 f"expected a string, but YAML reads {text} as {typed}; "
                 f'quote it: {path[-1]}: "{text}"'
             )
-        got = _describe(detail.get("input"), secret)
+        value = detail.get("input")
+        got = _describe(value, secret)
+        if (
+            kind == "int_type"
+            and isinstance(value, str)
+            and value.lstrip("-").isdigit()
+        ):
+            return f"expected {expected}, got the string {value!r}; remove the quotes"
         return f"expected {expected}, got {got}"
 
     def _unknown_key(self, path: PathKey, allowed: list[str]) -> None:
@@ -182,6 +223,21 @@ class _Checker:
 
     def _add(self, path: PathKey, message: str) -> None:
         self.problems.append(Problem(self.source.where(path), message))
+
+
+_GRANT_MODELS: dict[str, type[spec.Permission] | type[spec.TopicPermission]] = {
+    "permissions": spec.Permission,
+    "topic_permissions": spec.TopicPermission,
+}
+
+
+def _quiet_parse(
+    model: type[spec.Permission] | type[spec.TopicPermission], raw: Any
+) -> spec.Permission | spec.TopicPermission | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 _EXPECTED = {
@@ -263,6 +319,20 @@ def _cross_check(
     problems += check_mqtt_blocks(parsed.users, origins["users"], source)
     warn_slash_topics(parsed.users, origins["users"], source)
     return problems
+
+
+def _check_prune(parsed: spec.UsersFile, source: SourceMap) -> list[Problem]:
+    prune = parsed.prune
+    if not (prune.users or prune.vhosts) or parsed.users or prune.allow_empty:
+        return []
+    return [
+        Problem(
+            source.where(("prune",)),
+            "pruning is on but the file declares no users, so a sync would delete "
+            "every account it may delete; declare the users, or set "
+            "prune.allow_empty: true if that is really meant",
+        )
+    ]
 
 
 def _duplicates(

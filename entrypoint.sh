@@ -23,7 +23,8 @@
 #                                  runs as root and gosu exists (default
 #                                  rabbitmq; empty keeps the current user)
 # Environment set for the provisioner:
-#   PROVISIONER_BROKER_PID         PID that the broker will have
+#   PROVISIONER_BROKER_PID         PID that the broker will have; serve
+#                                  stops once that process is gone
 #
 # PROVISIONER_ON_FAILURE decides what a failed provisioner run does:
 #   keep  log an error and leave the broker running with the accounts it

@@ -97,7 +97,7 @@ def broker_command(
 
     The entrypoint starts the sidecar only for a program of that name. A
     node run from a chroot starts with ``chroot``, so a small script of that
-    name stands in front of it.
+    name execs the real command.
     """
     argv, env = node.server_command()
     if Path(argv[0]).name != SERVER_NAME:

@@ -3,10 +3,11 @@
 These tests start the broker the way the container does: entrypoint.sh
 starts ``python -m provisioner serve`` in the background and execs
 rabbitmq-server, which execs the Erlang VM. They check what the deployment
-depends on: the declared accounts exist a few seconds after boot and work
-for a real MQTT-over-WebSocket client, a redeploy on an empty disk gets them
-back, reconcile mode repairs and reloads, SIGTERM stops everything, and
-PROVISIONER_ON_FAILURE decides what a broken users file does to the broker.
+depends on. The declared accounts exist a few seconds after boot and work
+for a real MQTT-over-WebSocket client, and a redeploy on an empty disk gets
+them back. Reconcile mode repairs deletions and reloads edits. SIGTERM stops
+broker and sidecar, and PROVISIONER_ON_FAILURE decides what a broken users
+file does to the broker.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def test_sighup_rereads_users_file(
     users_file.write_text(
         "users: [{name: first, password: pw}, {name: second, password: pw}]\n"
     )
-    # Same modification time as before, so the file poll sees no change.
+    # Same modification time as before, so the file poll detects no change.
     os.utime(users_file, ns=(before.st_atime_ns, before.st_mtime_ns))
     time.sleep(2)
     assert "second" not in user_names(clean_broker)

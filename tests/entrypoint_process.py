@@ -134,6 +134,8 @@ class EntrypointRun:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # A broker that fails to boot writes erl_crash.dump here.
+            cwd=work_dir,
             start_new_session=True,
         )
 

@@ -40,9 +40,10 @@
 #         the kernel drops signals to PID 1 that it has no handler for.
 #         RabbitMQ handles SIGTERM as a clean shutdown (checked with
 #         3.10.8, which logs "SIGTERM received - shutting down").
-# NOTE: if the provisioner fails before the exec below has run, the signal
-# reaches this shell instead. As PID 1 it would ignore it. Python's start-up
-# (about 0.3 s) makes that window very unlikely but not impossible.
+# If the provisioner fails before the exec below has run, the first signal
+# reaches this shell instead, and as PID 1 it would ignore it. The wrapper
+# repeats the signal every 10 s until the broker is gone (stop_broker), so
+# such a signal, or one the booting Erlang VM drops, only delays the stop.
 #
 # Only a broker command (rabbitmq-server) starts the provisioner, so
 # `docker run IMAGE bash` gets a plain shell.

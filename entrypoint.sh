@@ -23,7 +23,8 @@
 #                                  runs as root and gosu exists (default
 #                                  rabbitmq; empty keeps the current user)
 # Environment set for the provisioner:
-#   PROVISIONER_BROKER_PID         PID that the broker will have
+#   PROVISIONER_BROKER_PID         PID that the broker will have; serve
+#                                  stops once that process is gone
 #
 # PROVISIONER_ON_FAILURE decides what a failed provisioner run does:
 #   keep  log an error and leave the broker running with the accounts it
@@ -39,9 +40,10 @@
 #         the kernel drops signals to PID 1 that it has no handler for.
 #         RabbitMQ handles SIGTERM as a clean shutdown (checked with
 #         3.10.8, which logs "SIGTERM received - shutting down").
-# NOTE: if the provisioner fails before the exec below has run, the signal
-# reaches this shell instead. As PID 1 it would ignore it. Python's start-up
-# (about 0.3 s) makes that window very unlikely but not impossible.
+# If the provisioner fails before the exec below has run, the first signal
+# reaches this shell instead, and as PID 1 it would ignore it. The wrapper
+# repeats the signal every 10 s until the broker is gone (stop_broker), so
+# such a signal, or one the booting Erlang VM drops, only delays the stop.
 #
 # Only a broker command (rabbitmq-server) starts the provisioner, so
 # `docker run IMAGE bash` gets a plain shell.
@@ -79,6 +81,37 @@ run_provisioner() {
     fi
 }
 
+# The Erlang VM can drop a SIGTERM that arrives early in its boot: with
+# RabbitMQ 3.10.8 about one run in three kept booting when an invalid
+# users.yaml made the provisioner fail about 1 s after the start. So the
+# signal is sent again every STOP_RETRY_SECONDS until the broker is gone.
+STOP_RETRY_SECONDS=10
+
+# A broker that exited but is not reaped yet (a zombie) accepts kill -0,
+# so /proc decides where it exists.
+broker_running() {
+    if [ -r "/proc/$1/status" ]; then
+        if grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; then
+            return 1
+        fi
+        return 0
+    else
+        kill -0 "$1" 2> /dev/null
+    fi
+}
+
+stop_broker() {
+    kill -TERM "$1" 2> /dev/null || return 0
+    waited=0
+    while sleep 1 && broker_running "$1"; do
+        waited=$((waited + 1))
+        if [ $((waited % STOP_RETRY_SECONDS)) -eq 0 ]; then
+            log "the broker (PID $1) is still running; sending SIGTERM again"
+            kill -TERM "$1" 2> /dev/null || return 0
+        fi
+    done
+}
+
 supervise_provisioner() {
     broker_pid=$1
     status=0
@@ -91,7 +124,7 @@ supervise_provisioner() {
         log "ERROR: provisioner serve failed with exit status $status;" \
             "stopping the broker (PID $broker_pid) so the platform restarts" \
             "the container (PROVISIONER_ON_FAILURE=stop)"
-        kill -TERM "$broker_pid"
+        stop_broker "$broker_pid"
         return 0
     fi
     log "ERROR: provisioner serve failed with exit status $status;" \

@@ -385,7 +385,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.serve import Signals, serve
 
-    signals = Signals()
+    signals = Signals(broker_pid=settings.broker_pid)
     signals.install()
     return serve(settings, signals)
 

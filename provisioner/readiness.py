@@ -29,6 +29,7 @@ MAX_DELAY = 3.0
 # The management listener can answer shortly before the seeded admin account
 # exists, so a 401 is trusted only after it persists this long.
 AUTH_GRACE = 5.0
+NO_ANSWER_YET = "no answer yet"
 
 
 def wait_until_ready(
@@ -48,7 +49,7 @@ def wait_until_ready(
     deadline = clock() + timeout
     delay = FIRST_DELAY
     first_401: float | None = None
-    last_reason = "no answer yet"
+    last_reason = NO_ANSWER_YET
     while True:
         try:
             _probe(client)
@@ -69,7 +70,11 @@ def wait_until_ready(
             first_401 = None
             last_reason = str(error)
         else:
-            log.info("the broker at %s is ready", client.base_url)
+            # The serve loop checks readiness on every cycle, and a no-op
+            # cycle must log nothing above DEBUG. So "ready" is INFO only
+            # when the broker was not ready at the first probe.
+            level = logging.DEBUG if last_reason == NO_ANSWER_YET else logging.INFO
+            log.log(level, "the broker at %s is ready", client.base_url)
             return
 
         remaining = deadline - clock()

@@ -6,12 +6,15 @@ interval it re-syncs every N seconds, so an account deleted by hand comes
 back, and re-reads the users file on SIGHUP or when its modification time
 changes. A file that turns invalid is reported and the last valid one stays
 in force, so a bad edit never removes what was declared. SIGTERM and SIGINT
-end the loop at the next wait, mid-wait included.
+end the loop at the next wait, mid-wait included. When entrypoint.sh passes
+the broker's PID, the loop also ends once that process is gone: the broker's
+stop signal never reaches the sidecar, which would otherwise outlive it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -35,10 +38,15 @@ class Stopped(Exception):
 
 @dataclass
 class Signals:
-    """Flags set from signal handlers and read by the loop."""
+    """Flags set from signal handlers and read by the loop.
+
+    ``broker_pid``, when set, makes every sleep also stop the sidecar once
+    that process is gone, including the waits for a broker that went down.
+    """
 
     stop: threading.Event = field(default_factory=threading.Event)
     reload: threading.Event = field(default_factory=threading.Event)
+    broker_pid: int | None = None
 
     def install(self) -> None:
         """Route SIGTERM/SIGINT to ``stop`` and SIGHUP to ``reload``."""
@@ -47,8 +55,11 @@ class Signals:
         signal.signal(signal.SIGHUP, self._on_reload)
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, but raise Stopped as soon as a stop signal arrives."""
+        """Sleep, but raise Stopped on a stop signal or once the broker is gone."""
         if self.stop.wait(seconds):
+            raise Stopped
+        if _process_exited(self.broker_pid):
+            log.info("the broker (PID %s) has exited; stopping", self.broker_pid)
             raise Stopped
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -66,7 +77,7 @@ def serve(settings: Settings, signals: Signals | None = None) -> int:
     A failure of the first sync raises, so the caller's exit code tells the
     container's entrypoint; failures of later cycles are logged and retried.
     """
-    signals = signals or Signals()
+    signals = signals or Signals(broker_pid=settings.broker_pid)
     client = connect(settings)
     try:
         declared = load_declared(settings)
@@ -130,6 +141,21 @@ def _cycle(
         return
     apply(client, outcome, settings)
     log.info("%s", summary(outcome.changes).replace("Plan:", "Applied:"))
+
+
+def _process_exited(pid: int | None) -> bool:
+    # NOTE: an exited broker that its parent has not reaped yet still counts
+    # as running. In a container the broker is PID 1, so nothing outlives it.
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        # The process exists but belongs to another user.
+        return False
+    return False
 
 
 def _mtime(settings: Settings) -> float | None:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=0.0, ge=0)
     close_connections: bool = False
     remove_guest: bool = False
+    # Set by entrypoint.sh: the broker's PID, so the serve loop can end
+    # when the broker it looks after has exited.
+    broker_pid: int | None = Field(default=None, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -163,7 +163,11 @@ def _close_after_failure(client: ManagementClient, changes: list[Change]) -> Non
 
 
 def sync(
-    client: ManagementClient, declared: Declared, settings: Settings
+    client: ManagementClient,
+    declared: Declared,
+    settings: Settings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[Change]:
     """Plan and apply until done; return the changes of the first plan.
 
@@ -173,7 +177,7 @@ def sync(
     """
     first: list[Change] | None = None
     for attempt in range(1, SYNC_ATTEMPTS + 1):
-        outcome = compute_plan(client, declared, settings)
+        outcome = compute_plan(client, declared, settings, sleep=sleep)
         first = outcome.changes if first is None else first
         if not outcome.changes:
             break

@@ -23,7 +23,7 @@ from types import FrameType
 from provisioner.client import ManagementClient
 from provisioner.errors import InvalidInput, ProvisionerError
 from provisioner.report import summary
-from provisioner.runner import Declared, apply, compute_plan, connect, load_declared
+from provisioner.runner import Declared, connect, load_declared, sync
 from provisioner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,11 @@ def _cycle(
     *,
     quiet: bool,
 ) -> None:
-    outcome = compute_plan(client, declared, settings, sleep=signals.sleep)
-    if not outcome.changes:
-        log.log(
-            logging.DEBUG if quiet else logging.INFO, "%s", summary(outcome.changes)
-        )
+    changes = sync(client, declared, settings, sleep=signals.sleep)
+    if not changes:
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s", summary(changes))
         return
-    apply(client, outcome, settings)
-    log.info("%s", summary(outcome.changes).replace("Plan:", "Applied:"))
+    log.info("%s", summary(changes).replace("Plan:", "Applied:"))
 
 
 def _process_exited(pid: int | None) -> bool:

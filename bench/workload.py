@@ -98,7 +98,9 @@ def definitions_document(users: list[BenchUser]) -> dict[str, Any]:
             }
             for u in users
         ],
-        "permissions": [{"user": u.name, "vhost": VHOST, **u.permission} for u in users],
+        "permissions": [
+            {"user": u.name, "vhost": VHOST, **u.permission} for u in users
+        ],
         "topic_permissions": [
             {"user": u.name, "vhost": VHOST, **u.topic_permission} for u in users
         ],

@@ -33,6 +33,12 @@ from provisioner.state import (
 
 log = logging.getLogger(__name__)
 
+# Users per definitions request. RabbitMQ 3.10.8 on 2 cores imports about
+# 1,000 users with two grants each per second, so one chunk stays well
+# inside the default 10 s request timeout, and a failed request loses the
+# progress of one chunk at most.
+IMPORT_CHUNK_USERS = 1000
+
 
 @dataclass
 class ApplyResult:
@@ -52,12 +58,14 @@ def apply_plan(
     """Apply ``changes`` in order; raise ApplyFailed saying what is known."""
     result = ApplyResult()
     own, rest = _split_own_password(changes, login)
+    # Partitioned in one pass: a membership test against the batch list
+    # would compare every pair of changes, seconds at 5,000 users.
     batch = [c for c in rest if bulk and _bulk_capable(c)]
-    singles = [c for c in rest if c not in batch]
+    singles = [c for c in rest if not (bulk and _bulk_capable(c))]
     try:
-        if batch:
-            _apply_batch(client, batch, live)
-            result.applied += batch
+        for chunk in import_chunks(batch):
+            _apply_batch(client, chunk, live)
+            result.applied += chunk
         for group in _groups(singles, bulk):
             _apply_group(client, group, live)
             result.applied += group
@@ -104,6 +112,35 @@ def _bulk_capable(change: Change) -> bool:
 
 
 # Bulk ------------------------------------------------------------------------
+
+
+def import_chunks(
+    batch: list[Change], users_per_chunk: int = IMPORT_CHUNK_USERS
+) -> list[list[Change]]:
+    """Split ``batch`` into imports of at most ``users_per_chunk`` users each.
+
+    A user's own changes, limits and grants stay in the chunk of that user,
+    so no import refers to a user that an earlier one has not created yet.
+    Vhosts go in the first chunk, before any grant on them.
+    """
+    vhosts = [c for c in batch if c.kind == Kind.VHOST]
+    by_user: dict[str, list[Change]] = {}
+    for change in batch:
+        if change.kind != Kind.VHOST:
+            by_user.setdefault(_owner(change), []).append(change)
+    owners = list(by_user)
+    chunks = [
+        [c for owner in owners[i : i + users_per_chunk] for c in by_user[owner]]
+        for i in range(0, len(owners), users_per_chunk)
+    ] or [[]]
+    chunks[0] = vhosts + chunks[0]
+    return [chunk for chunk in chunks if chunk]
+
+
+def _owner(change: Change) -> str:
+    if change.kind in (Kind.PERMISSION, Kind.TOPIC_PERMISSION):
+        return change.target[1]
+    return change.target[0]
 
 
 def _apply_batch(
@@ -215,7 +252,8 @@ def _groups(changes: list[Change], bulk: bool) -> list[list[Change]]:
     ]
     groups: list[list[Change]] = []
     for change in changes:
-        if bulk and change in deletions:
+        is_deletion = change.kind == Kind.USER and change.action == Action.DELETE
+        if bulk and is_deletion:
             if change is deletions[0]:
                 groups.append(deletions)
         else:

@@ -86,7 +86,9 @@ class _Checker:
     def parse_sections(self, data: dict[str, Any]) -> spec.UsersFile:
         for key in data:
             # "x-" keys hold YAML anchors for reuse, as in compose files.
-            if key not in spec.UsersFile.model_fields and not key.startswith(EXTENSION_PREFIX):
+            if key not in spec.UsersFile.model_fields and not key.startswith(
+                EXTENSION_PREFIX
+            ):
                 self._unknown_key((key,), list(spec.UsersFile.model_fields))
         vhosts = self._parse_list(data, "vhosts", spec.Vhost)
         users = self._parse_list(data, "users", spec.User)

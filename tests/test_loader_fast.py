@@ -47,13 +47,17 @@ def test_fast_load_defers_problems(text: str) -> None:
 
 def test_positions_recorded_on_first_use() -> None:
     document = loader.load_text("users:\n  - name: a\n", "users.yaml")
-    assert document.source.where(("users", 0, "name")) == "users.yaml:2:11: users[0].name"
+    assert (
+        document.source.where(("users", 0, "name")) == "users.yaml:2:11: users[0].name"
+    )
 
 
 def test_fast_load_counts_alias_expansion() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for level in range(1, 7):
-        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+        lines.append(
+            f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]"
+        )
     with pytest.raises(loader._NeedsDetail):
         loader._fast_load("\n".join(lines))
 

@@ -2,20 +2,23 @@
 
 Usage: ``python bench/run.py [--sizes 10,100,1000,5000] [--ctl-sample 3]``
 
-Starts a throwaway RabbitMQ node on free loopback ports, and for each size
-N measures the real CLI (cold sync, no-op sync, sync with 10% of passwords
-changed), the broker's own definitions import of the same objects, one PUT
-per object, and rabbitmqctl per user (extrapolated from a sample). The
-broker is reset with one bulk-delete between runs. Prints a Markdown table.
+Starts a throwaway RabbitMQ node on free loopback ports. For each size N
+it measures the real CLI (cold sync, no-op sync, sync with 10% of the
+passwords changed) and three other ways to create the same objects: the
+broker's own definitions import, one PUT per object, and rabbitmqctl per
+user (extrapolated from a sample). The broker is reset with one
+bulk-delete between runs. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +39,9 @@ def main() -> int:
         print(_machine(node.version), flush=True)
         rows: list[Row] = []
         for size in sizes:
-            rows += _measure_size(node, size, Path(scratch), args.ctl_sample)
+            rows += _measure_size(
+                node, size, Path(scratch), args.ctl_sample, args.repeat
+            )
             print(f"measured N={size}", file=sys.stderr, flush=True)
     print(_table(rows))
     return 0
@@ -53,11 +58,17 @@ def _parse_args() -> argparse.Namespace:
         default=3,
         help="users to run rabbitmqctl for before extrapolating (default 3)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each provisioner row and of the import; the median is shown",
+    )
     return parser.parse_args()
 
 
 def _measure_size(
-    node: RabbitNode, size: int, scratch: Path, ctl_sample: int
+    node: RabbitNode, size: int, scratch: Path, ctl_sample: int, repeat: int
 ) -> list[Row]:
     users = make_users(size)
     users_file = scratch / f"users-{size}.yaml"
@@ -65,15 +76,32 @@ def _measure_size(
     write_users_file(users_file, users)
     write_users_file(changed_file, changed_users(users, CHANGED_FRACTION))
 
-    baselines.reset(node)
-    rows: list[Row] = [(size, "provisioner sync, cold", run_cli(node, users_file))]
-    rows.append((size, "provisioner sync, no-op", run_cli(node, users_file)))
-    rows.append((size, "provisioner sync, 10% changed", run_cli(node, changed_file)))
+    def cold() -> Sample:
+        baselines.reset(node)
+        return run_cli(node, users_file)
 
-    baselines.reset(node)
+    def broker_import() -> Sample:
+        baselines.reset(node)
+        return baselines.definitions_import(node, users)
+
+    # Switching between the two files changes 10% of the passwords each time.
+    files = iter([changed_file, users_file] * repeat)
+    rows: list[Row] = [(size, "provisioner sync, cold", _median(cold, repeat))]
     rows.append(
-        (size, "broker definitions import", baselines.definitions_import(node, users))
+        (
+            size,
+            "provisioner sync, no-op",
+            _median(lambda: run_cli(node, users_file), repeat),
+        )
     )
+    rows.append(
+        (
+            size,
+            "provisioner sync, 10% changed",
+            _median(lambda: run_cli(node, next(files)), repeat),
+        )
+    )
+    rows.append((size, "broker definitions import", _median(broker_import, repeat)))
     baselines.reset(node)
     rows.append((size, "one PUT per object", baselines.put_per_object(node, users)))
     baselines.reset(node)
@@ -86,6 +114,11 @@ def _measure_size(
     )
     baselines.reset(node)
     return rows
+
+
+def _median(measure: Callable[[], Sample], repeat: int) -> Sample:
+    samples = sorted((measure() for _ in range(repeat)), key=lambda s: s.seconds)
+    return samples[len(samples) // 2]
 
 
 def _table(rows: list[Row]) -> str:
@@ -112,9 +145,10 @@ def _machine(version: str) -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
         f"Machine: {cores} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"RabbitMQ {version}"
+        f"RabbitMQ {version}, load average at start {load}"
     )
 
 

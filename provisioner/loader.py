@@ -1,10 +1,14 @@
 """Read ``users.yaml`` into plain data, remembering where each value came from.
 
 PyYAML's own constructors forget positions, silently keep the last of two
-duplicate keys and expand aliases without bound. This module composes the
-node tree and builds the data itself, so every later error can name the file,
-line and column, duplicates are reported instead of lost, and a document
-that expands past a fixed size is rejected before it can exhaust memory.
+duplicate keys and expand aliases without bound. This module builds the data
+itself, so duplicates are reported instead of lost, and a document that
+expands past a fixed size is rejected before it can exhaust memory.
+
+The fast path builds the data straight from libyaml's parser events and
+records no positions. Anything unusual (a YAML error, a duplicate key, a
+bad merge) sends the file to the detailed path, which composes the node
+tree and records the file, line and column of every value for the error.
 """
 
 from __future__ import annotations
@@ -55,10 +59,10 @@ class PositionTables:
 
 
 class SourceMap:
-    """Where each value of a users file came from, recorded on first use.
+    """Source positions of a users file's values, recorded on first use.
 
     Positions are only read to report a problem, and recording them for a
-    file of 10,000 users costs tens of megabytes, so a map made from
+    file of 10,000 users costs tens of megabytes. So a map made from
     ``text`` parses it a second time, with positions, when first asked.
     """
 

@@ -2,7 +2,7 @@
 
 It forwards every request to the node unchanged, except the N-th
 ``POST /api/definitions``: of that one it forwards only the first half of
-the users (with their grants) and then answers 400, as a broker does when
+the users (with their grants) and then returns 400, as a broker does when
 it rejects an object part way through an import it has partly applied.
 """
 

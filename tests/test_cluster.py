@@ -2,8 +2,9 @@
 
 Every sidecar applies the same file to its own node. The users, grants and
 hashes live in the cluster's shared metadata store, so the sidecars race
-on the same objects; these tests show that the races are harmless: every
-sidecar exits 0 and each node then reports the declared state.
+on the same objects. These tests show that the races are harmless,
+because every sidecar exits 0 and each node then reports the declared
+state.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from provisioner.desired import declared_state
 from provisioner.plan import Change, PrunePolicy, make_plan
 from provisioner.readiness import wait_until_ready
 from provisioner.settings import GUEST, Settings
-from provisioner.spec import UsersFile
 from provisioner.state import BrokerState, read_live_state
 from provisioner.validate import load_users_file
 
@@ -26,9 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Declared:
-    """The validated file and the broker state it declares."""
+    """The broker state a validated file declares, and what it may prune.
 
-    users_file: UsersFile
+    The parsed models are not kept: the state carries everything the plan
+    needs, and the models of thousands of users cost megabytes.
+    """
+
     state: BrokerState
     prune: PrunePolicy
 
@@ -55,7 +57,7 @@ def load_declared(
         protect=frozenset(prune.protect),
         allow_empty=prune.allow_empty,
     )
-    return Declared(users_file, declared_state(users_file, path.parent), policy)
+    return Declared(declared_state(users_file, path.parent), policy)
 
 
 def connect(settings: Settings) -> ManagementClient:

@@ -149,9 +149,22 @@ def _apply_batch(
     document = _definitions(batch, live)
     sizes = ", ".join(f"{len(v)} {k}" for k, v in document.items() if v)
     log.info("importing %s in one definitions request", sizes)
-    client.post(api_path("definitions"), document)
+    _import(client, document)
     for change in batch:
         log.info("%s", _past(change))
+
+
+def _import(client: ManagementClient, document: dict[str, Any]) -> None:
+    try:
+        client.post(api_path("definitions"), document)
+    except RequestRejected as error:
+        # When another sidecar creates the same user between the broker's
+        # existence check and its insert, RabbitMQ 3.10 rejects the whole
+        # import with 400 user_already_exists. An import is a merge, so the
+        # second attempt updates the user that now exists. A document that
+        # is really invalid is rejected again, and that error is raised.
+        log.warning("%s; sending the definitions import once more", error)
+        client.post(api_path("definitions"), document)
 
 
 def _definitions(

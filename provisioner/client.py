@@ -109,8 +109,8 @@ class ManagementClient:
     def get_json_bytes(self, path: str) -> Any:
         """GET ``path`` and decode the JSON body straight from its bytes.
 
-        ``get`` decodes the body to text first, which for the definitions
-        of thousands of users holds a second copy of a body of megabytes.
+        ``get`` decodes the body to text first, which keeps a second copy of
+        a definitions body of megabytes in memory.
         """
         response = self.request("GET", path)
         try:

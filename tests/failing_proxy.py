@@ -1,7 +1,7 @@
 """A loopback HTTP proxy in front of a test node that breaks one import.
 
-It forwards every request to the node unchanged, except the N-th
-``POST /api/definitions``: of that one it forwards only the first half of
+It forwards every request to the node unchanged, except the N-th and every
+later ``POST /api/definitions``: of those it forwards only the first half of
 the users (with their grants) and then returns 400, as a broker does when
 it rejects an object part way through an import it has partly applied.
 """
@@ -96,10 +96,10 @@ class _ProxyServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
 
     def count_import(self) -> bool:
-        """Count one definitions import; return whether it is the one to break."""
+        """Count one definitions import; return whether it is one to break."""
         with self._lock:
             self.imports += 1
-            return self.imports == self.fail_import
+            return self.imports >= self.fail_import
 
 
 @contextmanager

@@ -8,7 +8,8 @@ from provisioner.apply import IMPORT_CHUNK_USERS
 from tests.failing_proxy import failing_proxy
 from tests.provisioner_cli import api_get, run_cli
 
-# Two imports: the first goes through, the second is half applied.
+# Two imports: the first goes through, the second (and the one retry the
+# provisioner makes of a rejected import) is half applied.
 USER_COUNT = IMPORT_CHUNK_USERS + 200
 
 

@@ -287,8 +287,8 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.runner import load_declared
 
     declared = load_declared(settings)
-    users = len(declared.users_file.users)
-    vhosts = len(declared.users_file.vhosts)
+    users = len(declared.state.users)
+    vhosts = len(declared.state.vhosts)
     print(f"{settings.users_file}: valid ({users} users, {vhosts} vhosts)")
     return EXIT_OK
 
@@ -329,9 +329,9 @@ def _wait(args: argparse.Namespace, settings: Settings) -> int:
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
     from provisioner.errors import InvalidInput, Problem
     from provisioner.explain import explain_users
-    from provisioner.runner import load_declared
+    from provisioner.runner import load_users
 
-    users = load_declared(settings).users_file.users
+    users = load_users(settings).users
     if args.user:
         unknown = sorted(set(args.user) - {user.name for user in users})
         if unknown:
@@ -359,7 +359,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             "install it with: pip install 'miyako-provisioner[mqtt]'"
         ) from None
 
-    from provisioner.runner import load_declared
+    from provisioner.runner import declare, load_users
     from provisioner.verify import (
         endpoint_from,
         render_report,
@@ -367,8 +367,9 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         verify_users,
     )
 
-    declared = load_declared(settings)
-    users = select_users(declared.users_file.users, args.user)
+    users_file = load_users(settings)
+    declared = declare(users_file, settings)
+    users = select_users(users_file.users, args.user)
     endpoint = endpoint_from(settings, args.timeout)
     report = verify_users(users, declared.state, endpoint)
     print(render_report(report))

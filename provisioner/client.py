@@ -9,6 +9,7 @@ Headers and bodies are never logged, since they carry credentials and hashes.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from collections.abc import Collection, Mapping
@@ -103,6 +104,23 @@ class ManagementClient:
         response = self.request("GET", path, ok=ok, retry=retry)
         try:
             return response.json()
+        except ValueError:
+            raise BrokerError(
+                f"GET {path} returned a body that is not JSON",
+                method="GET",
+                path=path,
+                status=response.status_code,
+            ) from None
+
+    def get_json_bytes(self, path: str) -> Any:
+        """GET ``path`` and decode the JSON body straight from its bytes.
+
+        ``get`` decodes the body to text first, which keeps a second copy of
+        a definitions body of megabytes in memory.
+        """
+        response = self.request("GET", path)
+        try:
+            return json.loads(response.content)
         except ValueError:
             raise BrokerError(
                 f"GET {path} returned a body that is not JSON",

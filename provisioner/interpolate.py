@@ -10,7 +10,7 @@ the secret is missing. ``$${`` writes a literal ``${``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,17 +41,25 @@ def interpolate(
 def _walk(
     data: Any, environ: Mapping[str, str], path: PathKey, out: list[Unresolved]
 ) -> Any:
+    # A container without references is returned as it is, not copied, so
+    # a large file without ${...} is not held in memory twice.
     if isinstance(data, dict):
-        return {
+        expanded = {
             key: _walk(value, environ, (*path, key), out) for key, value in data.items()
         }
+        return data if _same_items(expanded.values(), data.values()) else expanded
     if isinstance(data, list):
-        return [
+        items = [
             _walk(item, environ, (*path, index), out) for index, item in enumerate(data)
         ]
+        return data if _same_items(items, data) else items
     if isinstance(data, str) and "${" in data:
         return _expand(data, environ, path, out)
     return data
+
+
+def _same_items(new: Iterable[Any], old: Iterable[Any]) -> bool:
+    return all(a is b for a, b in zip(new, old, strict=True))
 
 
 def _expand(

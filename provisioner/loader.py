@@ -1,10 +1,14 @@
 """Read ``users.yaml`` into plain data, remembering where each value came from.
 
 PyYAML's own constructors forget positions, silently keep the last of two
-duplicate keys and expand aliases without bound. This module composes the
-node tree and builds the data itself, so every later error can name the file,
-line and column, duplicates are reported instead of lost, and a document
-that expands past a fixed size is rejected before it can exhaust memory.
+duplicate keys and expand aliases without bound. This module builds the data
+itself, so duplicates are reported instead of lost, and a document that
+expands past a fixed size is rejected before it can exhaust memory.
+
+The fast path builds the data straight from libyaml's parser events and
+records no positions. Anything unusual (a YAML error, a duplicate key, a
+bad merge) sends the file to the detailed path, which composes the node
+tree and records the file, line and column of every value for the error.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ PathKey = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
+# libyaml's parser composes the same node tree, with the same marks and
+# errors, about ten times faster than the pure-Python one, which dominates
+# a sync of a thousand users. Wheels of PyYAML include it; the fallback keeps
+# a source build working.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass(frozen=True)
 class Position:
@@ -56,15 +66,50 @@ class Position:
 
 
 @dataclass
-class SourceMap:
+class PositionTables:
     """Positions of every value and key, and how plain scalars were typed."""
 
-    file: str
     positions: dict[PathKey, Position] = field(default_factory=dict)
     key_positions: dict[PathKey, Position] = field(default_factory=dict)
     # For plain (unquoted) scalars that YAML typed as something other than a
     # string: the source text and what YAML turned it into.
     implicit: dict[PathKey, tuple[str, str]] = field(default_factory=dict)
+
+
+class SourceMap:
+    """Source positions of a users file's values, recorded on first use.
+
+    Positions are only read to report a problem, and recording them for a
+    file of 10,000 users costs tens of megabytes. So a map made from
+    ``text`` parses it a second time, with positions, when first asked.
+    """
+
+    def __init__(self, file: str, text: str | None = None) -> None:
+        self.file = file
+        self._text = text
+        self._tables: PositionTables | None = None if text else PositionTables()
+
+    @property
+    def tables(self) -> PositionTables:
+        """The position tables, recorded now if they were deferred."""
+        if self._tables is None:
+            self._tables = _record_positions(self._text or "", self.file)
+        return self._tables
+
+    @property
+    def positions(self) -> dict[PathKey, Position]:
+        """Position of each value, keyed by its path."""
+        return self.tables.positions
+
+    @property
+    def key_positions(self) -> dict[PathKey, Position]:
+        """Position of each mapping key, keyed by the path of its value."""
+        return self.tables.key_positions
+
+    @property
+    def implicit(self) -> dict[PathKey, tuple[str, str]]:
+        """Source text and resulting type of plain scalars typed as non-strings."""
+        return self.tables.implicit
 
     def where(self, path: PathKey, *, key: bool = False) -> str:
         """Describe ``path`` as ``file:line:column: dotted.path``."""
@@ -152,7 +197,18 @@ def load_text(text: str, name: str) -> Document:
         # blanks declares nothing either way.
         return Document({}, source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = _fast_load(text)
+    except _NeedsDetail:
+        return _detailed_load(text, name)
+    return Document(data, SourceMap(name, text))
+
+
+def _detailed_load(text: str, name: str) -> Document:
+    # The slow path: compose the whole node tree and record every position,
+    # so each problem can be reported with its file, line and column.
+    source = SourceMap(name)
+    try:
+        node = yaml.compose(text, Loader=_SafeLoader)
     except yaml.MarkedYAMLError as error:
         raise _invalid(_mark_place(name, error), _yaml_message(error)) from None
     except yaml.YAMLError as error:
@@ -163,6 +219,14 @@ def load_text(text: str, name: str) -> Document:
         return Document({}, source)
     builder = _Builder(source)
     return Document(builder.build(node, ()), source)
+
+
+def _record_positions(text: str, name: str) -> PositionTables:
+    try:
+        return _detailed_load(text, name).source.tables
+    except InvalidInput:
+        # The fast path accepted this text, so the detailed one should too.
+        return PositionTables()
 
 
 def _mark_place(name: str, error: yaml.MarkedYAMLError) -> str:
@@ -232,7 +296,8 @@ class _Builder:
             message = _construct_message(error, node, path)
             self.problems.append(Problem(self.source.where(path), message))
             return None
-        implicit = isinstance(node, yaml.ScalarNode) and node.style is None
+        # libyaml marks a plain scalar with the style "", PyYAML with None.
+        implicit = isinstance(node, yaml.ScalarNode) and not node.style
         if implicit and not isinstance(value, str):
             self.source.implicit[path] = (str(node.value), _describe_typed(value))
         return value
@@ -322,3 +387,179 @@ def _place(node: yaml.Node) -> str:
 
 def _position(node: yaml.Node) -> Position:
     return Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _NeedsDetail(Exception):
+    """The fast loader met something that the detailed loader must report."""
+
+
+def _fast_load(text: str) -> Any:
+    """Build the data from parser events, without a node tree or positions.
+
+    Raises _NeedsDetail on anything unusual (a YAML error, a duplicate or
+    complex key, a bad merge, an unknown tag, too many values), so every
+    problem is reported by the detailed loader with its position.
+    """
+    builder = _EventBuilder()
+    try:
+        for event in yaml.parse(text, Loader=_SafeLoader):
+            builder.feed(event)
+    except yaml.YAMLError:
+        raise _NeedsDetail from None
+    return builder.result()
+
+
+class _EventBuilder:
+    """Builds dicts, lists and scalars from a stream of parser events."""
+
+    def __init__(self) -> None:
+        self.constructor = yaml.SafeLoader("")
+        self.resolver = yaml.SafeLoader("")
+        # Each open collection: the value, its anchor, its node count and,
+        # for mappings, the key waiting for its value (or None).
+        self.stack: list[_Open] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.count = 0
+        self.documents = 0
+        self.root: Any = None
+
+    def feed(self, event: yaml.Event) -> None:
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise _NeedsDetail
+        elif isinstance(event, yaml.ScalarEvent):
+            self._complete(self._scalar(event), event.anchor, 1)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self.anchors:
+                raise _NeedsDetail
+            value, size = self.anchors[event.anchor]
+            # An alias expands to its whole subtree again, as the detailed
+            # loader counts it.
+            self.count += size - 1
+            self._complete(value, None, size)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            self._open(event)
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            done = self.stack.pop()
+            if done.key is not None:
+                raise _NeedsDetail
+            self._complete(done.value, done.anchor, done.size)
+
+    def result(self) -> Any:
+        return {} if self.root is None else self.root
+
+    def _open(self, event: yaml.CollectionStartEvent) -> None:
+        if event.tag is not None and event.tag not in _COLLECTION_TAGS:
+            raise _NeedsDetail
+        if len(self.stack) >= MAX_DEPTH:
+            raise _NeedsDetail
+        mapping = isinstance(event, yaml.MappingStartEvent)
+        self.stack.append(_Open({} if mapping else [], event.anchor))
+
+    def _complete(self, value: Any, anchor: str | None, size: int) -> None:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _NeedsDetail
+        if anchor is not None:
+            self.anchors[anchor] = (value, size)
+        if not self.stack:
+            self.root = value
+            return
+        parent = self.stack[-1]
+        parent.size += size
+        if isinstance(parent.value, list):
+            parent.value.append(value)
+        elif parent.key is None:
+            parent.key = self._key(value)
+        else:
+            parent.add(value)
+
+    def _key(self, value: Any) -> _Key:
+        if isinstance(value, _MergeKey):
+            return value
+        if not isinstance(value, _KeyText):
+            raise _NeedsDetail
+        return value
+
+    def _expecting_key(self) -> bool:
+        top = self.stack[-1] if self.stack else None
+        return top is not None and isinstance(top.value, dict) and top.key is None
+
+    def _scalar(self, event: yaml.ScalarEvent) -> Any:
+        plain = not event.style
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(  # type: ignore[no-untyped-call]
+                yaml.ScalarNode, event.value, event.implicit
+            )
+        if self._expecting_key():
+            if plain and tag == _MERGE_TAG:
+                return _MergeKey(event.value)
+            # Keys are taken as written, so "no:" stays the key "no".
+            return _KeyText(event.value)
+        if tag == _STR_TAG:
+            return event.value
+        construct = self.constructor.yaml_constructors.get(tag)
+        if construct is None or tag in _COLLECTION_TAGS:
+            raise _NeedsDetail
+        node = yaml.ScalarNode(tag, event.value, style=event.style)
+        try:
+            return construct(self.constructor, node)
+        except yaml.YAMLError:
+            raise _NeedsDetail from None
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
+class _KeyText(str):
+    """A mapping key, kept as written."""
+
+    __slots__ = ()
+
+
+class _MergeKey(str):
+    """The merge key ``<<``."""
+
+    __slots__ = ()
+
+
+_Key = _KeyText | _MergeKey
+
+
+class _Open:
+    """A mapping or sequence whose end event has not come yet."""
+
+    __slots__ = ("anchor", "explicit", "key", "size", "value")
+
+    def __init__(self, value: Any, anchor: str | None) -> None:
+        self.value = value
+        self.anchor = anchor
+        self.key: _Key | None = None
+        self.size = 1
+        self.explicit: set[str] = set()
+
+    def add(self, value: Any) -> None:
+        key = self.key
+        self.key = None
+        if isinstance(key, _MergeKey):
+            self._merge(value)
+            return
+        assert key is not None
+        if key in self.explicit:
+            raise _NeedsDetail
+        self.explicit.add(key)
+        self.value[str(key)] = value
+
+    def _merge(self, value: Any) -> None:
+        # "<<: *defaults" copies keys that the mapping does not set itself,
+        # before or after the merge key.
+        sources = value if isinstance(value, list) else [value]
+        for source in sources:
+            if not isinstance(source, dict):
+                raise _NeedsDetail
+            for key, item in source.items():
+                if key not in self.explicit and key not in self.value:
+                    self.value[key] = item

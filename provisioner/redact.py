@@ -19,7 +19,10 @@ _MIN_LENGTH = 4
 _PUBLIC = frozenset({"guest"})
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+# Secrets keyed by their first _MIN_LENGTH characters, longest first, so
+# redact() scans a line once instead of searching it for every secret: a
+# sync of 5,000 users registers 5,000 passwords and logs 15,000 lines.
+_by_prefix: dict[str, list[str]] = {}
 
 
 def register(secret: str) -> None:
@@ -32,7 +35,10 @@ def register(secret: str) -> None:
         # never format a password on purpose.
         return
     with _lock:
-        _secrets.add(secret)
+        candidates = _by_prefix.setdefault(secret[:_MIN_LENGTH], [])
+        if secret not in candidates:
+            candidates.append(secret)
+            candidates.sort(key=len, reverse=True)
 
 
 def register_basic_auth(username: str, password: str) -> None:
@@ -45,11 +51,29 @@ def register_basic_auth(username: str, password: str) -> None:
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret replaced by ``***``."""
     with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+        width = _MIN_LENGTH
+        hits = [
+            i for i in range(len(text) - width + 1) if text[i : i + width] in _by_prefix
+        ]
+        if not hits:
+            return text
+        pieces: list[str] = []
+        start = 0
+        for index in hits:
+            found = _secret_at(text, index) if index >= start else ""
+            if found:
+                pieces += (text[start:index], MASK)
+                start = index + len(found)
+    pieces.append(text[start:])
+    return "".join(pieces)
+
+
+def _secret_at(text: str, index: int) -> str:
+    # The longest registered secret starting at text[index], or "".
+    for secret in _by_prefix.get(text[index : index + _MIN_LENGTH], ()):
+        if text.startswith(secret, index):
+            return secret
+    return ""
 
 
 class RedactingFilter(logging.Filter):

@@ -34,9 +34,12 @@ SYNC_ATTEMPTS = 3
 
 @dataclass
 class Declared:
-    """The validated file and the broker state it declares."""
+    """The broker state a validated file declares, and what it may prune.
 
-    users_file: UsersFile
+    The parsed models are not kept: the state carries everything the plan
+    needs, and the models of thousands of users cost megabytes.
+    """
+
     state: BrokerState
     prune: PrunePolicy
 
@@ -49,10 +52,10 @@ class PlanOutcome:
     live: BrokerState
 
 
-def load_declared(
+def load_users(
     settings: Settings, environ: Mapping[str, str] | None = None
-) -> Declared:
-    """Load and validate the users file; nothing touches the broker."""
+) -> UsersFile:
+    """Load and validate the users file, logging its warnings; no broker."""
     env = os.environ if environ is None else environ
     path = settings.users_file
     users_file = load_users_file(path, env)
@@ -63,6 +66,11 @@ def load_declared(
         log.warning(
             "%s declares no users and no vhosts, so nothing will be created", path
         )
+    return users_file
+
+
+def declare(users_file: UsersFile, settings: Settings) -> Declared:
+    """Compile a validated file into the state and prune policy to plan with."""
     prune = users_file.prune
     policy = PrunePolicy(
         users=prune.users,
@@ -70,7 +78,14 @@ def load_declared(
         protect=frozenset(prune.protect),
         allow_empty=prune.allow_empty,
     )
-    return Declared(users_file, declared_state(users_file, path.parent), policy)
+    return Declared(declared_state(users_file, settings.users_file.parent), policy)
+
+
+def load_declared(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> Declared:
+    """Load the users file and compile it; the parsed models are not kept."""
+    return declare(load_users(settings, environ), settings)
 
 
 def _warn_md5(users_file: UsersFile) -> None:

@@ -121,7 +121,7 @@ def _reload(settings: Settings, current: Declared) -> Declared:
     except InvalidInput as error:
         log.error("%s; keeping the last valid users file in force", error)
         return current
-    log.info("loaded %s (%d users)", settings.users_file, len(fresh.users_file.users))
+    log.info("loaded %s (%d users)", settings.users_file, len(fresh.state.users))
     return fresh
 
 

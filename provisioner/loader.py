@@ -208,7 +208,9 @@ def _detailed_load(text: str, name: str) -> Document:
     # so each problem can be reported with its file, line and column.
     source = SourceMap(name)
     try:
-        node = yaml.compose(text, Loader=_SafeLoader)
+        # The pure-Python loader, because its error marks keep the source
+        # line, which the tab hint below reads; speed does not matter here.
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         raise _invalid(_mark_place(name, error), _yaml_message(error)) from None
     except yaml.YAMLError as error:
@@ -506,7 +508,7 @@ class _EventBuilder:
         node = yaml.ScalarNode(tag, event.value, style=event.style)
         try:
             return construct(self.constructor, node)
-        except yaml.YAMLError:
+        except _CONSTRUCT_ERRORS:
             raise _NeedsDetail from None
 
 

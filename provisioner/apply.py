@@ -100,9 +100,11 @@ def apply_plan(
 def _next_step(error: BrokerError) -> str:
     if isinstance(error, BrokerUnavailable):
         return "Nothing is lost: run sync again to finish the job"
+    # A rejected import may be a race with another sidecar, which the next
+    # run does not repeat; a bad object is rejected again.
     return (
-        "The broker rejected the request, so a new run fails the same way "
-        "until the cause above is fixed"
+        "The broker rejected the request: run sync again to finish the job, "
+        "and if the same request fails again, fix the cause above"
     )
 
 

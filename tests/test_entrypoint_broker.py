@@ -39,7 +39,7 @@ ROUTING_KEY_REGEX = r"^\.priv\.room\.sample$"
 BOOT_TIMEOUT = 60.0
 RECONCILE_INTERVAL = 2.0
 # Slack on top of the interval for the sidecar's poll step and a cycle.
-RECONCILE_MARGIN = 3.0
+RECONCILE_MARGIN = 8.0
 
 USER_TEMPLATE = """\
   - name: {name}

@@ -322,7 +322,7 @@ def test_404_on_built_path_is_not_retried(
         f"PUT /api/permissions/%2Fplant-a/user-0000 failed with HTTP {status}"
         in result.stderr
     )
-    assert "fails the same way" in result.stderr
+    assert "if the same request fails again" in result.stderr
     assert warnings_with(result.stderr, RETRY_LOG) == []
     assert proxy.count("PUT", "/api/permissions/") == 1
     record(

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--reconcile-interval",
         type=float,
-        help="seconds between syncs; 0 exits after the first sync (default 0)",
+        help="seconds between syncs; 0 exits after the first sync "
+        "(PROVISIONER_RECONCILE_INTERVAL, default 0)",
     )
     explain = _add(
         commands,
@@ -173,19 +174,28 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--wait-timeout",
         type=float,
-        help="seconds to wait for the broker (default 120)",
+        help="seconds to wait for the broker (PROVISIONER_WAIT_TIMEOUT, default 120)",
     )
     common.add_argument(
-        "--request-timeout", type=float, help="seconds per HTTP request (default 10)"
+        "--request-timeout",
+        type=float,
+        help="seconds per HTTP request (PROVISIONER_REQUEST_TIMEOUT, default 10)",
     )
     common.add_argument(
         "--ca-bundle",
         help="CA certificates file for an https management URL or a wss MQTT URL",
     )
     common.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level on stderr (PROVISIONER_LOG_LEVEL, default INFO)",
     )
-    common.add_argument("--log-format", choices=["text", "json"])
+    common.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text or one JSON object each (PROVISIONER_LOG_FORMAT)",
+    )
     return common
 
 
@@ -200,6 +210,23 @@ def _add(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
+    try:
+        code = _run(argv)
+        # Flush here, where a closed pipe can still be handled.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of stdout went away (`provisioner schema | head`): not an
+        # error. Point stdout at /dev/null so the interpreter's final flush
+        # does not fail again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         return _schema()
@@ -289,8 +316,14 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     declared = load_declared(settings)
     users = len(declared.state.users)
     vhosts = len(declared.state.vhosts)
-    print(f"{settings.users_file}: valid ({users} users, {vhosts} vhosts)")
+    print(
+        f"{settings.users_file}: valid ({_count(users, 'user')}, {_count(vhosts, 'vhost')})"
+    )
     return EXIT_OK
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:

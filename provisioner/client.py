@@ -24,6 +24,7 @@ from provisioner.errors import (
     AuthenticationFailed,
     BrokerError,
     BrokerUnavailable,
+    NotAdministrator,
     RequestRejected,
     TlsVerificationFailed,
 )
@@ -201,6 +202,17 @@ class ManagementClient:
     ) -> BrokerError:
         status = response.status_code
         reason = _reason(response)
+        # RabbitMQ 3.10 answers 401 "Not administrator user" (later versions
+        # 403) when the login is valid but lacks the administrator tag.
+        if status == 403 or (status == 401 and "administrator" in reason.lower()):
+            return NotAdministrator(
+                f"user {self.username!r} logged in but is not an administrator "
+                f"(HTTP {status} on {method} {path}); give it the administrator tag "
+                f"or log in as another user (the login comes from {self.credential_source})",
+                method=method,
+                path=path,
+                status=status,
+            )
         if status == 401:
             return AuthenticationFailed(
                 f"the broker rejected the login of user {self.username!r} "
@@ -217,9 +229,7 @@ class ManagementClient:
                 path=path,
                 status=status,
             )
-        if status == 403:
-            detail = f"user {self.username!r} is not allowed to do this; it needs the administrator tag"
-        elif status in (404, 405):
+        if status in (404, 405):
             detail = "the broker has no such object or endpoint"
         else:
             detail = "the broker rejected the request"

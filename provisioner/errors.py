@@ -88,6 +88,12 @@ class TlsVerificationFailed(BrokerError):
     exit_code = 2
 
 
+class NotAdministrator(RequestRejected):
+    """The login is valid but lacks the administrator tag; waiting cannot fix it."""
+
+    exit_code = 2
+
+
 class BrokerNotReady(ProvisionerError):
     """The broker was not ready before the wait deadline."""
 

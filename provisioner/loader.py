@@ -164,7 +164,11 @@ def load_file(path: Path) -> Document:
             )
         raw = path.read_bytes()
     except OSError as error:
-        raise _invalid(name, f"cannot read the users file: {error.strerror}") from None
+        raise _invalid(
+            name,
+            f"cannot read the users file {str(path.absolute())!r}: {error.strerror}; "
+            "name it with --file or PROVISIONER_USERS_FILE",
+        ) from None
     return load_bytes(raw, name)
 
 

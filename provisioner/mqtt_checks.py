@@ -35,13 +35,15 @@ def check_mqtt_blocks(
 def _check_block(
     user: spec.User, block: spec.MqttBlock, at: PathKey, source: SourceMap
 ) -> list[Problem]:
-    problems: list[Problem] = []
-    try:
-        mqtt.compile_grant(block.grant(user.name))
-    except mqtt.TopicFilterError as error:
-        problems.append(
-            Problem(source.where(_entry_path(block, at, error)), str(error))
-        )
+    problems = _filter_problems(block, at, source)
+    if not problems:
+        # Whole-grant rules (variables, client ids) need valid filters.
+        try:
+            mqtt.compile_grant(block.grant(user.name))
+        except mqtt.TopicFilterError as error:
+            problems.append(
+                Problem(source.where(_entry_path(block, at, error)), str(error))
+            )
     for index, permission in enumerate(user.permissions):
         if permission.vhost == block.vhost:
             problems.append(
@@ -62,6 +64,20 @@ def _check_block(
                     "add the topics to the mqtt block's publish or subscribe lists instead",
                 )
             )
+    return problems
+
+
+def _filter_problems(
+    block: spec.MqttBlock, at: PathKey, source: SourceMap
+) -> list[Problem]:
+    # Each filter is checked on its own, so every bad one is reported at once.
+    problems = []
+    for field in ("publish", "subscribe"):
+        for index, topic_filter in enumerate(getattr(block, field)):
+            try:
+                mqtt.validate_filter(topic_filter, field=field)
+            except mqtt.TopicFilterError as error:
+                problems.append(Problem(source.where((*at, field, index)), str(error)))
     return problems
 
 

@@ -18,6 +18,7 @@ from provisioner.errors import (
     AuthenticationFailed,
     BrokerError,
     BrokerNotReady,
+    NotAdministrator,
     RequestRejected,
     TlsVerificationFailed,
 )
@@ -60,7 +61,7 @@ def wait_until_ready(
                 raise
             last_reason = "login rejected (HTTP 401)"
         except RequestRejected as error:
-            if error.status == 403:
+            if isinstance(error, NotAdministrator):
                 raise
             first_401 = None
             last_reason = str(error)

@@ -16,7 +16,13 @@ from provisioner.apply import ApplyResult, apply_plan
 from provisioner.client import ManagementClient
 from provisioner.connections import close_user_connections, users_to_disconnect
 from provisioner.desired import declared_state
-from provisioner.errors import ApplyFailed, BrokerError, BrokerUnavailable
+from provisioner.errors import (
+    ApplyFailed,
+    BrokerError,
+    BrokerUnavailable,
+    InvalidInput,
+    Problem,
+)
 from provisioner.plan import Change, PrunePolicy, make_plan
 from provisioner.readiness import wait_until_ready
 from provisioner.settings import GUEST, Settings
@@ -109,7 +115,21 @@ def _warn_md5(users_file: UsersFile) -> None:
 
 
 def connect(settings: Settings) -> ManagementClient:
-    """Create the client, warning when it would log in as guest or with "guest"."""
+    """Create the client, warning when it would log in as guest or with "guest".
+
+    Raises InvalidInput when a login user is set without a password, which
+    would otherwise surface as a confusing 401.
+    """
+    if settings.username is not None and settings.password is None:
+        raise InvalidInput(
+            [
+                Problem(
+                    "PROVISIONER_PASSWORD",
+                    f"not set, but the login user {settings.username!r} is; set "
+                    "PROVISIONER_PASSWORD (or RABBITMQ_DEFAULT_PASS) to its password",
+                )
+            ]
+        )
     if settings.login == GUEST:
         log.warning(
             "logging in as %r; set PROVISIONER_USERNAME and PROVISIONER_PASSWORD "

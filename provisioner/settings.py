@@ -135,13 +135,17 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as error:
-        problems = [_problem(detail) for detail in error.errors()]
+        problems = [_problem(detail, set(given)) for detail in error.errors()]
         raise InvalidInput(problems) from None
 
 
-def _problem(detail: Any) -> Problem:
+def _problem(detail: Any, flags: set[str]) -> Problem:
     field = str(detail["loc"][0]) if detail["loc"] else "settings"
-    variable = f"PROVISIONER_{field.upper()}"
+    # A value given on the command line is named by its flag.
+    if field in flags:
+        variable = "--" + field.replace("_", "-")
+    else:
+        variable = f"PROVISIONER_{field.upper()}"
     message = str(detail["msg"]).removeprefix("Value error, ")
     # pydantic's message never contains the input here; the input itself is
     # left out because it may be a password or a URL with credentials.

@@ -63,8 +63,17 @@ def validate_document(
     # A missing variable already explains an empty password; say it once.
     problems = [p for p in problems if not _explained_by(p, failed_paths, source)]
     if problems:
-        raise InvalidInput(problems)
+        raise InvalidInput(sorted(problems, key=_line_and_column))
     return parsed
+
+
+_PLACE = re.compile(r":(\d+):(\d+)(?::|$)")
+
+
+def _line_and_column(problem: Problem) -> tuple[int, int]:
+    # Problems are listed in file order; file-wide ones come first.
+    match = _PLACE.search(problem.where)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def _owner_prefix(data: dict[str, Any], path: PathKey) -> str:

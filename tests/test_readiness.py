@@ -11,7 +11,7 @@ from provisioner.errors import (
     AuthenticationFailed,
     BrokerNotReady,
     BrokerUnavailable,
-    RequestRejected,
+    NotAdministrator,
 )
 from provisioner.readiness import AUTH_GRACE, MAX_DELAY, wait_until_ready
 
@@ -97,8 +97,8 @@ def test_persistent_401_ends_quickly():
 
 def test_403_fails_at_once():
     clock = FakeClock()
-    client = ScriptedClient([RequestRejected("403", status=403)])
-    with pytest.raises(RequestRejected):
+    client = ScriptedClient([NotAdministrator("403", status=403)])
+    with pytest.raises(NotAdministrator):
         wait_until_ready(
             cast(ManagementClient, client), 120, clock=clock, sleep=clock.sleep
         )

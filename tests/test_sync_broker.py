@@ -379,3 +379,22 @@ def test_sentinel_password_never_printed(clean_broker, tmp_path):
     assert sentinel not in output
     assert stored not in output
     assert clean_broker.admin_password not in output
+
+
+def test_login_without_administrator_tag_exit_2(clean_broker, tmp_path):
+    viewer = write(
+        tmp_path, "users: [{name: viewer, password: viewer-pw, tags: [management]}]"
+    )
+    assert run_cli(clean_broker, "sync", users_file=viewer).returncode == 0
+    path = write(tmp_path, "users: [{name: a, password: x}]", "other.yaml")
+    before = definitions_snapshot(clean_broker)
+    result = run_cli(
+        clean_broker,
+        "sync",
+        users_file=path,
+        env={"PROVISIONER_USERNAME": "viewer", "PROVISIONER_PASSWORD": "viewer-pw"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "'viewer' logged in but is not an administrator" in result.stderr
+    assert "viewer-pw" not in result.stderr
+    assert definitions_snapshot(clean_broker) == before

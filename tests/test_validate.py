@@ -337,3 +337,24 @@ def test_md5_hash_accepted_with_one_warning(tmp_path, caplog):
     assert "old1" in warnings[0].getMessage()
     assert "md5" in warnings[0].getMessage()
     assert digest not in caplog.text
+
+
+def test_mqtt_every_bad_filter_reported(tmp_path):
+    found = problems(
+        tmp_path,
+        "users:\n  - name: d\n    password: x\n    mqtt:\n"
+        "      publish: [x.y, ok]\n      subscribe: ['p/#/q', 'r+']\n",
+    )
+    assert len(found) == 3
+    assert "mqtt.publish[0]" in found[0]
+    assert "mqtt.subscribe[0]" in found[1]
+    assert "mqtt.subscribe[1]" in found[2]
+
+
+def test_problems_listed_in_file_order(tmp_path):
+    found = problems(
+        tmp_path,
+        "users:\n  - name: a\n    colour: red\n    password: ${UNSET_ONE}\n",
+    )
+    assert found[0].startswith("users.yaml:3:")
+    assert found[1].startswith("users.yaml:4:")

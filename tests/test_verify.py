@@ -342,7 +342,7 @@ def test_mqtt_url_rejected(url: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         load_settings({"mqtt_url": url})
 
-    assert "PROVISIONER_MQTT_URL" in str(raised.value)
+    assert "--mqtt-url" in str(raised.value)
     assert "pw@" not in str(raised.value)
 
 

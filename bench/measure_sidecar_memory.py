@@ -63,7 +63,7 @@ def serve_env(node: RabbitNode, users_file: Path, interval: str) -> dict[str, st
         "PROVISIONER_PASSWORD": node.admin_password,
         "PROVISIONER_USERS_FILE": str(users_file),
         "PROVISIONER_RECONCILE_INTERVAL": interval,
-        "SENSOR_01_PASSWORD": "bench-only-password",
+        "ROOM_CLIENT_PASSWORD": "bench-only-password",
     }
 
 

@@ -202,9 +202,13 @@ class ManagementClient:
     ) -> BrokerError:
         status = response.status_code
         reason = _reason(response)
-        # RabbitMQ 3.10 answers 401 "Not administrator user" (later versions
-        # 403) when the login is valid but lacks the administrator tag.
-        if status == 403 or (status == 401 and "administrator" in reason.lower()):
+        # RabbitMQ 3.10 answers 401 "Not administrator user" or "Not management
+        # user" (later versions 403) to a valid login without the tag.
+        lowered = reason.lower()
+        if status == 403 or (
+            status == 401
+            and ("not administrator" in lowered or "not management" in lowered)
+        ):
             return NotAdministrator(
                 f"user {self.username!r} logged in but is not an administrator "
                 f"(HTTP {status} on {method} {path}); give it the administrator tag "
@@ -248,10 +252,22 @@ def _reason(response: requests.Response) -> str:
         return ""
     if not isinstance(payload, Mapping):
         return ""
-    reason = str(payload.get("reason") or payload.get("error") or "")
+    reason = _as_text(payload.get("reason") or payload.get("error") or "")
     if not reason:
         return ""
     return " (" + redact.redact(reason)[:_REASON_LIMIT] + ")"
+
+
+def _as_text(value: Any) -> str:
+    # Erlang strings arrive as lists of character codes, often nested in a
+    # term such as ["invalid_regexp", [40, 63, ...]].
+    if isinstance(value, list):
+        if value and all(
+            isinstance(item, int) and 0 <= item < 0x110000 for item in value
+        ):
+            return "".join(chr(item) for item in value)
+        return ": ".join(_as_text(item) for item in value)
+    return str(value)
 
 
 def _cause(error: requests.ConnectionError) -> str:

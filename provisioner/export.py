@@ -10,8 +10,10 @@ type, and ``${`` is escaped so that loading does not expand it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +162,19 @@ def render(document: dict[str, Any]) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by the owner only (mode 0600)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    # An existing file keeps its old mode through O_CREAT, so set it again.
-    os.fchmod(descriptor, FILE_MODE)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    """Write ``text`` to ``path`` readable by the owner only (mode 0600).
+
+    The text goes to a new file of our own in the same folder, which then
+    replaces ``path``. Writing into an existing file would keep its owner, who
+    could then read the hashes, and would follow a symlink to another file.
+    """
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(descriptor, FILE_MODE)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(temporary).replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(temporary).unlink()
+        raise

@@ -91,10 +91,14 @@ def _resolve(
 ) -> str:
     name, has_default, default = body.partition(":-")
     if not _NAME.fullmatch(name):
+        # In a password the text between the braces may be part of a
+        # generated secret that happens to contain "${", so it is not shown.
+        shown = "(hidden)" if secret else repr(name)
         out.append(
             Unresolved(
                 path,
-                f"invalid variable name {name!r} in ${{...}}; use letters, digits and _",
+                f"invalid variable name {shown} in ${{...}}; use letters, digits "
+                "and _, or write $${ for a literal ${",
             )
         )
         return ""

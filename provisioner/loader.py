@@ -13,6 +13,9 @@ tree and records the file, line and column of every value for the error.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,8 @@ class PositionTables:
     # For plain (unquoted) scalars that YAML typed as something other than a
     # string: the source text and what YAML turned it into.
     implicit: dict[PathKey, tuple[str, str]] = field(default_factory=dict)
+    # Integers written in a form YAML 1.1 converts (010, 0x10, 1:30, 1_000).
+    surprising: set[PathKey] = field(default_factory=set)
 
 
 class SourceMap:
@@ -110,6 +115,15 @@ class SourceMap:
     def implicit(self) -> dict[PathKey, tuple[str, str]]:
         """Source text and resulting type of plain scalars typed as non-strings."""
         return self.tables.implicit
+
+    @property
+    def surprising(self) -> set[PathKey]:
+        """Paths of integers written as 010, 0x10, 1:30 or 1_000.
+
+        The fast loader hands such files to the detailed one, so deferred
+        tables mean there are none, and they are not recorded just for this.
+        """
+        return self._tables.surprising if self._tables is not None else set()
 
     def where(self, path: PathKey, *, key: bool = False) -> str:
         """Describe ``path`` as ``file:line:column: dotted.path``."""
@@ -153,16 +167,30 @@ def format_path(path: PathKey) -> str:
     return text
 
 
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """Return at most ``limit`` + 1 bytes of ``path``, which must be a regular file.
+
+    A FIFO or a device would block the read or never end, and their size
+    says nothing, so they are refused before reading. Raises OSError, or
+    ValueError for a file that is not regular.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError("it is not a regular file (a directory, FIFO or device)")
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read(limit + 1)
+    finally:
+        os.close(descriptor)
+
+
 def load_file(path: Path) -> Document:
     """Read and parse ``path``; raise InvalidInput naming the file on failure."""
     name = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise _invalid(
-                name, f"the file is {size} bytes, over the limit of {MAX_FILE_BYTES}"
-            )
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_FILE_BYTES)
+    except ValueError as error:
+        raise _invalid(name, f"cannot read the users file: {error}") from None
     except OSError as error:
         raise _invalid(
             name,
@@ -306,6 +334,8 @@ class _Builder:
         implicit = isinstance(node, yaml.ScalarNode) and not node.style
         if implicit and not isinstance(value, str):
             self.source.implicit[path] = (str(node.value), _describe_typed(value))
+        if implicit and _surprising_integer(node.tag, str(node.value)):
+            self.source.surprising.add(path)
         return value
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
@@ -509,11 +539,23 @@ class _EventBuilder:
         construct = self.constructor.yaml_constructors.get(tag)
         if construct is None or tag in _COLLECTION_TAGS:
             raise _NeedsDetail
+        if plain and _surprising_integer(tag, event.value):
+            raise _NeedsDetail
         node = yaml.ScalarNode(tag, event.value, style=event.style)
         try:
             return construct(self.constructor, node)
         except _CONSTRUCT_ERRORS:
             raise _NeedsDetail from None
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+
+
+def _surprising_integer(tag: str | None, text: str) -> bool:
+    # YAML 1.1 reads 010 as 8, 0x10 as 16, 1:30 as 90 and 1_000 as 1000;
+    # a limit written that way is almost always a mistake.
+    return tag == _INT_TAG and not _DECIMAL.fullmatch(text)
 
 
 _STR_TAG = "tag:yaml.org,2002:str"

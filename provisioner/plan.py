@@ -118,6 +118,7 @@ def make_plan(
     changes += [c for c in user_limits + vhost_limits if c.action != Action.DELETE]
     changes += [c for c in user_limits + vhost_limits if c.action == Action.DELETE]
     changes += _grant_deletions(declared, live)
+    changes += _creator_grants(declared, live, login)
     pruned = _prune(declared, live, login, prune)
     if remove_guest:
         guest = _guest_removal(declared, live, login, prune, pruned)
@@ -243,6 +244,21 @@ def _grant_deletions(declared: BrokerState, live: BrokerState) -> list[Change]:
         if key[1] in owned and key not in declared.permissions
     ]
     return changes
+
+
+def _creator_grants(
+    declared: BrokerState, live: BrokerState, login: str
+) -> list[Change]:
+    # The broker gives the user that creates a vhost full permissions on it.
+    # When the file owns the login account, that grant is not declared, so
+    # it is removed in the same run rather than by the next one.
+    if login not in declared.users:
+        return []
+    return [
+        Change(Action.DELETE, Kind.PERMISSION, (name, login))
+        for name in declared.vhosts
+        if name not in live.vhosts and (name, login) not in declared.permissions
+    ]
 
 
 def _prune(

@@ -21,13 +21,15 @@ from provisioner.errors import (
     BrokerError,
     BrokerUnavailable,
     InvalidInput,
+    PlanRejected,
     Problem,
 )
+from provisioner.passwords import password_matches
 from provisioner.plan import Change, PrunePolicy, make_plan
 from provisioner.readiness import wait_until_ready
 from provisioner.settings import GUEST, Settings
 from provisioner.spec import UsersFile
-from provisioner.state import BrokerState, read_live_state
+from provisioner.state import BrokerState, PlainPassword, read_live_state
 from provisioner.validate import load_users_file
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,36 @@ def connect(settings: Settings) -> ManagementClient:
     return ManagementClient(settings)
 
 
+def refuse_login_lockout(declared: Declared, settings: Settings) -> None:
+    """Raise PlanRejected when the file gives the login account another password.
+
+    The run would change the password it logs in with, and every later run
+    with the same settings would be rejected. Declare the login with the
+    same secret (`password: ${RABBITMQ_DEFAULT_PASS}`), or rotate both.
+    """
+    own = declared.state.users.get(settings.login)
+    if own is None or own.password is None:
+        return
+    current = settings.login_password
+    password = own.password
+    if isinstance(password, PlainPassword):
+        same = password.secret.get_secret_value() == current
+    else:
+        same = password_matches(current, password.password_hash, password.algorithm)
+    if not same:
+        raise PlanRejected(
+            [
+                Problem(
+                    f"users[{settings.login!r}].password",
+                    f"the file gives {settings.login!r}, the account the provisioner "
+                    "logs in with, a password other than PROVISIONER_PASSWORD "
+                    "(or RABBITMQ_DEFAULT_PASS); later runs would be locked out, so "
+                    "declare it with the same secret or change both together",
+                )
+            ]
+        )
+
+
 def compute_plan(
     client: ManagementClient,
     declared: Declared,
@@ -153,6 +185,7 @@ def compute_plan(
     sleep: Callable[[float], None] = time.sleep,
 ) -> PlanOutcome:
     """Wait for the broker, read its state and plan the changes."""
+    refuse_login_lockout(declared, settings)
     wait_until_ready(client, settings.wait_timeout, sleep=sleep)
     live = read_live_state(client)
     changes = make_plan(

@@ -44,8 +44,9 @@ class Settings(BaseSettings):
         ),
     )
     users_file: Path = Path("users.yaml")
-    wait_timeout: float = Field(default=120.0, gt=0)
-    request_timeout: float = Field(default=10.0, gt=0)
+    # Upper bounds keep values inside what the clock and sockets accept.
+    wait_timeout: float = Field(default=120.0, gt=0, le=86400)
+    request_timeout: float = Field(default=10.0, gt=0, le=3600)
     verify_tls: bool = True
     ca_bundle: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -69,6 +70,17 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - parsing the port validates it
+        except ValueError:
+            raise ValueError(
+                "has an invalid port; use a number from 1 to 65535"
+            ) from None
+        if parts.query or parts.fragment:
+            raise ValueError(
+                "must not have a query or fragment; give the base URL, such as "
+                "http://127.0.0.1:15672"
+            )
         if parts.username is not None or parts.password is not None:
             # The value is not echoed: it contains a credential.
             raise ValueError(

@@ -9,7 +9,9 @@ regexes, password sources) then run over every entry that parsed.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,11 +22,21 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from provisioner import spec
 from provisioner.errors import InvalidInput, Problem
 from provisioner.interpolate import SECRET_KEYS, interpolate
-from provisioner.loader import Document, PathKey, SourceMap, load_file
+from provisioner.loader import (
+    Document,
+    PathKey,
+    SourceMap,
+    load_file,
+    read_regular_file,
+)
 from provisioner.mqtt_checks import check_mqtt_blocks, warn_slash_topics
 from provisioner.passwords import HashingAlgorithm, hash_form_error
 
+log = logging.getLogger(__name__)
+
 ROOT_VHOST = "/"
+# A password file holds one password; anything larger is a wrong path.
+MAX_PASSWORD_FILE_BYTES = 4096
 EXTENSION_PREFIX = "x-"
 _SECTIONS: dict[str, type[BaseModel]] = {
     "vhosts": spec.Vhost,
@@ -60,11 +72,29 @@ def validate_document(
     problems += _cross_check(parsed, checker.origins, source, base_dir)
     problems += checker.check_broken_users(set(names(parsed.vhosts)) | {ROOT_VHOST})
     problems += _check_prune(parsed, source)
+    problems += _surprising_integers(source, problems)
     # A missing variable already explains an empty password; say it once.
     problems = [p for p in problems if not _explained_by(p, failed_paths, source)]
     if problems:
         raise InvalidInput(sorted(problems, key=_line_and_column))
     return parsed
+
+
+def _surprising_integers(source: SourceMap, found: list[Problem]) -> list[Problem]:
+    reported = {problem.where for problem in found}
+    extra = []
+    for path in sorted(source.surprising, key=str):
+        where = source.where(path)
+        # A string field already has a type error, and a secret is not echoed.
+        if where in reported or path[-1] in SECRET_KEYS:
+            continue
+        text, typed = source.implicit[path]
+        extra.append(
+            Problem(
+                where, f"YAML reads {text} as {typed}; write it in plain decimal digits"
+            )
+        )
+    return extra
 
 
 _PLACE = re.compile(r":(\d+):(\d+)(?::|$)")
@@ -321,6 +351,13 @@ def _cross_check(
     problems: list[Problem] = []
     problems += _duplicates(names(parsed.vhosts), "vhosts", origins["vhosts"], source)
     problems += _duplicates(names(parsed.users), "users", origins["users"], source)
+    named: tuple[tuple[str, list[str]], ...] = (
+        ("vhosts", names(parsed.vhosts)),
+        ("users", names(parsed.users)),
+    )
+    for section, entry_names in named:
+        for name, index in zip(entry_names, origins[section], strict=True):
+            problems += _check_name(name, (section, index, "name"), source)
     declared_vhosts = {vhost.name for vhost in parsed.vhosts} | {ROOT_VHOST}
     for user, index in zip(parsed.users, origins["users"], strict=True):
         at: PathKey = ("users", index)
@@ -342,6 +379,28 @@ def _check_prune(parsed: spec.UsersFile, source: SourceMap) -> list[Problem]:
             "prune.allow_empty: true if that is really meant",
         )
     ]
+
+
+def _check_name(name: str, path: PathKey, source: SourceMap) -> list[Problem]:
+    # Control and invisible formatting characters (NUL, newlines, U+202E)
+    # make a name that logs and the management UI show as something else.
+    hidden = [c for c in name if unicodedata.category(c) in ("Cc", "Cf")]
+    if hidden:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(hidden))
+        return [
+            Problem(
+                source.where(path),
+                f"name {name!r} contains control or invisible characters ({codes}); remove them",
+            )
+        ]
+    if name != name.strip():
+        log.warning(
+            "%s: name %r starts or ends with spaces, which is easy to miss when "
+            "typing it into a client",
+            source.where(path),
+            name,
+        )
+    return []
 
 
 def _duplicates(
@@ -451,7 +510,39 @@ def _check_regex(pattern: str, path: PathKey, source: SourceMap) -> list[Problem
                 f"regex {pattern!r} does not compile: {error.msg} at position {error.pos}",
             )
         ]
+    reason = python_only_syntax(pattern)
+    if reason is not None:
+        return [Problem(source.where(path), f"regex {pattern!r} {reason}")]
     return []
+
+
+_PYTHON_ONLY_FLAGS = re.compile(r"\(\?[aiLmsux]*[aLu][aiLmsux]*[:)-]")
+_EMPTY_MIN_QUANTIFIER = re.compile(r"(?<!\\)\{,\d+\}")
+
+
+def python_only_syntax(pattern: str) -> str | None:
+    """Return why ``pattern`` means something else to PCRE than to Python, or None.
+
+    The broker rejects these with HTTP 400 after earlier objects of the same
+    run were applied, so they are caught before any request.
+    """
+    index = 0
+    while index < len(pattern) - 1:
+        if pattern[index] == "\\":
+            escape = pattern[index + 1]
+            if escape in "NuU":
+                return (
+                    f"uses \\{escape}, which only Python's re knows; write the "
+                    "character itself or \\x{hex code}"
+                )
+            index += 2
+            continue
+        index += 1
+    if _PYTHON_ONLY_FLAGS.search(pattern):
+        return "uses the inline flag a, L or u, which PCRE does not have; remove it"
+    if _EMPTY_MIN_QUANTIFIER.search(pattern):
+        return "uses {,n}, which PCRE reads as literal text; write {0,n}"
+    return None
 
 
 def _check_password_source(
@@ -529,14 +620,24 @@ def read_password_file(name: str, base_dir: Path) -> str:
     """
     path = (base_dir / name) if not Path(name).is_absolute() else Path(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular_file(path, MAX_PASSWORD_FILE_BYTES)
     except OSError as error:
         raise ValueError(
             f"password_file {str(path)!r} cannot be read: {error.strerror}"
         ) from None
+    except ValueError as error:
+        raise ValueError(f"password_file {str(path)!r}: {error}") from None
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise ValueError(
+            f"password_file {str(path)!r} is over {MAX_PASSWORD_FILE_BYTES} bytes; "
+            "it should contain only the password"
+        )
+    try:
+        # Bytes, not text mode, so a "\r" inside the password stays as written.
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"password_file {str(path)!r} is not UTF-8 text") from None
-    text = text.removesuffix("\n").removesuffix("\r")
+    text = text.removeprefix("\ufeff").removesuffix("\n").removesuffix("\r")
     if not text:
         raise ValueError(f"password_file {str(path)!r} is empty")
     return text

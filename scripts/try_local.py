@@ -3,8 +3,9 @@
 Starts a private node on free loopback ports (Debian's rabbitmq-server, run
 as root), runs `provisioner sync` and then `provisioner plan` with the
 example file and demo passwords, prints what the broker now holds, and
-stops the node. With PROVISIONER_MANAGEMENT_URL set, it uses that broker
-instead and starts nothing.
+stops the node. With --keep it prints the settings to use the node from
+another shell and keeps it running until Ctrl-C. With
+PROVISIONER_MANAGEMENT_URL set, it uses that broker and starts nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,10 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.rabbitmq_node import RabbitNode  # noqa: E402
 
-DEMO_PASSWORDS = {
-    "SENSOR_01_PASSWORD": "demo-sensor-01",
-    "ROOM_CLIENT_PASSWORD": "demo-room-client",
-}
+DEMO_PASSWORDS = {"ROOM_CLIENT_PASSWORD": "demo-room-client"}
 
 
 def run(command: list[str], env: dict[str, str]) -> int:
@@ -43,7 +42,24 @@ def provision(env: dict[str, str]) -> int:
     return run(["plan", "--detailed-exitcode"], env)
 
 
+def keep_running(node: RabbitNode) -> None:
+    print("\nThe node keeps running. In another shell:")
+    print(f"  export PROVISIONER_MANAGEMENT_URL={node.management_url}")
+    print(f"  export PROVISIONER_USERNAME={node.admin_user}")
+    print(f"  export PROVISIONER_PASSWORD={node.admin_password}")
+    print(f"  export PROVISIONER_MQTT_URL={node.web_mqtt_url}")
+    for name, value in DEMO_PASSWORDS.items():
+        print(f"  export {name}={value}")
+    print("Press Ctrl-C to stop it.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print()
+
+
 def main() -> int:
+    keep = "--keep" in sys.argv[1:]
     if os.environ.get("PROVISIONER_MANAGEMENT_URL"):
         return provision(dict(os.environ))
     print("starting a throwaway RabbitMQ node on free loopback ports...", flush=True)
@@ -58,7 +74,10 @@ def main() -> int:
         )
         summary = [{"name": u["name"], "tags": u["tags"]} for u in users]
         print("users on the node:", json.dumps(summary))
-        print(f"RabbitMQ {node.version} at {node.management_url}; stopping it now")
+        print(f"RabbitMQ {node.version} at {node.management_url}")
+        if keep:
+            keep_running(node)
+        print("stopping the node")
     return status
 
 

@@ -208,3 +208,13 @@ def test_declared_algorithm_mismatch_updates():
     assert passwords_equal(implicit, live)
     assert not passwords_equal(explicit, live)
     assert passwords_equal(same, live)
+
+
+def test_vhost_created_by_owned_login_gets_no_creator_grant():
+    declared = declared_with(
+        UserState(ADMIN, frozenset({"administrator"}), plain("admin"))
+    )
+    declared.vhosts["nv"] = VhostState("nv")
+    changes = make_plan(declared, live_state(), login=ADMIN)
+    deletions = [c for c in changes if c.action == Action.DELETE]
+    assert [(c.kind, c.target) for c in deletions] == [(Kind.PERMISSION, ("nv", ADMIN))]

@@ -398,3 +398,34 @@ def test_login_without_administrator_tag_exit_2(clean_broker, tmp_path):
     assert "'viewer' logged in but is not an administrator" in result.stderr
     assert "viewer-pw" not in result.stderr
     assert definitions_snapshot(clean_broker) == before
+
+
+def test_file_cannot_change_login_password(clean_broker, tmp_path):
+    path = write(
+        tmp_path,
+        f"users: [{{name: {clean_broker.admin_user}, password: other-pw-1, tags: [administrator]}}]",
+    )
+    before = definitions_snapshot(clean_broker)
+    result = run_cli(clean_broker, "sync", users_file=path)
+    assert result.returncode == 2, result.stderr
+    assert "locked out" in result.stderr
+    assert "other-pw-1" not in result.stderr
+    assert definitions_snapshot(clean_broker) == before
+
+
+def test_owned_login_and_new_vhost_converge_in_one_run(clean_broker, tmp_path):
+    path = write(
+        tmp_path,
+        f"""
+        vhosts: [{{name: nv}}]
+        users:
+          - name: {clean_broker.admin_user}
+            password: ${{PROVISIONER_PASSWORD}}
+            tags: [administrator]
+            permissions: [{{vhost: /, configure: ".*", write: ".*", read: ".*"}}]
+        """,
+    )
+    first = run_cli(clean_broker, "sync", users_file=path)
+    assert first.returncode == 0, first.stderr
+    plan = run_cli(clean_broker, "plan", "--detailed-exitcode", users_file=path)
+    assert plan.returncode == 0, plan.stdout + plan.stderr

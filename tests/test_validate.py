@@ -1,12 +1,13 @@
 """Validation of users.yaml: each problem is named with file, line and key."""
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from provisioner.errors import InvalidInput
-from provisioner.validate import load_users_file
+from provisioner.validate import load_users_file, read_password_file
 
 ENV = {"PW": "secret-value-1"}
 
@@ -358,3 +359,47 @@ def test_problems_listed_in_file_order(tmp_path):
     )
     assert found[0].startswith("users.yaml:3:")
     assert found[1].startswith("users.yaml:4:")
+
+
+@pytest.mark.parametrize(
+    "regex",
+    ["(?a)^x$", "(?u)x", r"\N{DIGIT ONE}", r"^\u0041$", r"^\U0001F600$", "^a{,3}$"],
+)
+def test_python_only_regex_rejected(tmp_path, regex):
+    text = f"users: [{{name: r, password: x, permissions: [{{vhost: /, read: '{regex}'}}]}}]"
+    found = problems(tmp_path, text)
+    assert len(found) == 1
+    assert "users[0].permissions[0].read" in found[0]
+
+
+@pytest.mark.parametrize("written", ["010", "0x10", "1:30", "1_000"])
+def test_converted_integer_limit_rejected(tmp_path, written):
+    found = problems(
+        tmp_path,
+        f"users: [{{name: a, password: x, limits: {{max-connections: {written}}}}}]",
+    )
+    assert len(found) == 1
+    assert f"YAML reads {written} as the number" in found[0]
+
+
+def test_control_character_in_name_rejected(tmp_path):
+    found = problems(tmp_path, 'users: [{name: "a\\u202eb", password: x}]')
+    assert "U+202E" in found[0]
+
+
+def test_password_file_must_be_regular(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    found = problems(tmp_path, "users: [{name: a, password_file: fifo}]")
+    assert "not a regular file" in found[0]
+
+
+def test_password_file_keeps_inner_carriage_return(tmp_path):
+    (tmp_path / "pw").write_bytes(b"\xef\xbb\xbfab\rcd\n")
+    assert read_password_file("pw", tmp_path) == "ab\rcd"
+
+
+def test_invalid_reference_in_password_hidden(tmp_path):
+    found = problems(tmp_path, "users: [{name: a, password: '${SECRET PART}'}]")
+    assert "SECRET PART" not in found[0]
+    assert "(hidden)" in found[0]

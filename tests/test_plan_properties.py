@@ -212,8 +212,10 @@ def _delete(state: BrokerState, change: Change) -> None:
         del state.vhosts[change.target[0]]
         _drop_grants_on_missing_vhosts(state)
     elif change.kind == Kind.PERMISSION:
+        # The broker answers 404 for a grant that is already gone, which the
+        # client counts as done; the creator grant of a new vhost is one.
         vhost, user_name = change.target
-        del state.permissions[(vhost, user_name)]
+        state.permissions.pop((vhost, user_name), None)
     elif change.kind == Kind.TOPIC_PERMISSION:
         vhost, user_name, exchange = change.target
         del state.topic_permissions[(vhost, user_name, exchange)]

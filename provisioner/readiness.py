@@ -1,10 +1,10 @@
 """Wait until the broker can take the provisioner's requests.
 
-At boot the broker refuses connections, then answers 5xx, then answers the
-overview before its vhosts are up. Ready means an authenticated
-``/api/overview`` and, on brokers that have it (3.8.10+), a passing
-``/api/health/checks/virtual-hosts``. A 401 that persists once the broker
-answers means wrong credentials, which waiting cannot fix.
+At boot the broker refuses connections, then returns 5xx, then serves the
+overview before its vhosts are up. Ready means a passing, authenticated
+``/api/health/checks/virtual-hosts`` (3.8.10+), or an authenticated
+``/api/overview`` on older brokers. A 401 that persists once the broker
+responds means wrong credentials, which waiting cannot fix.
 """
 
 from __future__ import annotations

@@ -101,25 +101,12 @@ class ManagementClient:
         return retrying(self._send, method, path, body, ok, headers)
 
     def get(self, path: str, *, ok: Collection[int] = OK, retry: bool = True) -> Any:
-        """GET ``path`` and return the decoded JSON body."""
-        response = self.request("GET", path, ok=ok, retry=retry)
-        try:
-            return response.json()
-        except ValueError:
-            raise BrokerError(
-                f"GET {path} returned a body that is not JSON",
-                method="GET",
-                path=path,
-                status=response.status_code,
-            ) from None
+        """GET ``path`` and return the decoded JSON body.
 
-    def get_json_bytes(self, path: str) -> Any:
-        """GET ``path`` and decode the JSON body straight from its bytes.
-
-        ``get`` decodes the body to text first, which keeps a second copy of
-        a definitions body of megabytes in memory.
+        The body is decoded straight from its bytes: decoding it to text first
+        would keep a second copy of a definitions body of megabytes.
         """
-        response = self.request("GET", path)
+        response = self.request("GET", path, ok=ok, retry=retry)
         try:
             return json.loads(response.content)
         except ValueError:

@@ -114,7 +114,7 @@ def passwords_equal(declared: Password | None, live: Password | None) -> bool:
 
 def read_live_state(client: ManagementClient) -> BrokerState:
     """Read users, vhosts and grants from the broker in two requests."""
-    definitions = client.get_json_bytes(api_path("definitions"))
+    definitions = client.get(api_path("definitions"))
     vhosts = client.get(api_path("vhosts") + "?columns=name,description")
     state = state_from_definitions(definitions, vhosts)
     # Stored hashes are secrets too; registering them keeps them out of any

@@ -37,7 +37,7 @@ _PAYLOAD = b"provisioner verify probe"
 
 
 class Outcome(StrEnum):
-    """What the broker did with a probe's action."""
+    """Outcome of a probe's action on the broker."""
 
     ALLOWED = "allowed"
     REFUSED = "refused"
@@ -58,7 +58,7 @@ class BrokerUnreachable(Exception):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where and how to open MQTT-over-WebSocket connections."""
+    """Address and options for MQTT-over-WebSocket connections."""
 
     host: str
     port: int

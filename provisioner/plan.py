@@ -26,7 +26,7 @@ PROTECTED_TAG = "protected"
 
 
 class Action(StrEnum):
-    """What a change does to its object."""
+    """Action a change takes on its object."""
 
     CREATE = "create"
     UPDATE = "update"
@@ -34,7 +34,7 @@ class Action(StrEnum):
 
 
 class Kind(StrEnum):
-    """Which kind of broker object a change touches."""
+    """Kind of broker object a change touches."""
 
     VHOST = "vhost"
     USER = "user"
@@ -84,7 +84,7 @@ def _subject(kind: Kind, target: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class PrunePolicy:
-    """What ``make_plan`` may delete, and what it must never touch."""
+    """Deletion policy of ``make_plan``: what it may delete and what it never touches."""
 
     users: bool = False
     vhosts: bool = False

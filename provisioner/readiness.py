@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 FIRST_DELAY = 0.25
 MAX_DELAY = 3.0
-# The management listener can answer shortly before the seeded admin account
+# The management listener can respond shortly before the seeded admin account
 # exists, so a 401 is trusted only after it persists this long.
 AUTH_GRACE = 5.0
 NO_ANSWER_YET = "no answer yet"
@@ -92,7 +92,7 @@ def wait_until_ready(
 
 def _probe(client: ManagementClient) -> None:
     # The health check needs a valid login too, so one request proves both;
-    # brokers before 3.8.10 answer 404 and fall back to the overview.
+    # brokers before 3.8.10 return 404 and fall back to the overview.
     response = client.request(
         "GET", api_path("health", "checks", "virtual-hosts"), ok=(200, 404), retry=False
     )

@@ -35,7 +35,7 @@ from provisioner.passwords import HashingAlgorithm, hash_form_error
 log = logging.getLogger(__name__)
 
 ROOT_VHOST = "/"
-# A password file holds one password; anything larger is a wrong path.
+# A password file contains one password; anything larger is a wrong path.
 MAX_PASSWORD_FILE_BYTES = 4096
 EXTENSION_PREFIX = "x-"
 _SECTIONS: dict[str, type[BaseModel]] = {
@@ -73,7 +73,7 @@ def validate_document(
     problems += checker.check_broken_users(set(names(parsed.vhosts)) | {ROOT_VHOST})
     problems += _check_prune(parsed, source)
     problems += _surprising_integers(source, problems)
-    # A missing variable already explains an empty password; say it once.
+    # A missing variable already explains an empty password, so it is reported once.
     problems = [p for p in problems if not _explained_by(p, failed_paths, source)]
     if problems:
         raise InvalidInput(sorted(problems, key=_line_and_column))

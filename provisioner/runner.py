@@ -25,7 +25,7 @@ from provisioner.errors import (
     Problem,
 )
 from provisioner.passwords import password_matches
-from provisioner.plan import Change, PrunePolicy, make_plan
+from provisioner.plan import ADMIN_TAG, Change, PrunePolicy, make_plan
 from provisioner.readiness import wait_until_ready
 from provisioner.settings import GUEST, Settings
 from provisioner.spec import UsersFile
@@ -148,15 +148,27 @@ def connect(settings: Settings) -> ManagementClient:
 
 
 def refuse_login_lockout(declared: Declared, settings: Settings) -> None:
-    """Raise PlanRejected when the file gives the login account another password.
+    """Raise PlanRejected when the file would lock the login account out.
 
-    The run would change the password it logs in with, and every later run
-    with the same settings would be rejected. Declare the login with the
-    same secret (`password: ${RABBITMQ_DEFAULT_PASS}`), or rotate both.
+    That is a declared login without the administrator tag, or with a
+    password other than the one it logs in with: every later run with the
+    same settings would be rejected. Declare the login with the same secret
+    (`password: ${RABBITMQ_DEFAULT_PASS}`), or rotate both.
     """
     own = declared.state.users.get(settings.login)
     if own is None or own.password is None:
         return
+    if ADMIN_TAG not in own.tags:
+        raise PlanRejected(
+            [
+                Problem(
+                    f"users[{settings.login!r}].tags",
+                    f"user {settings.login!r} is the account the provisioner logs in "
+                    f"with; without the {ADMIN_TAG} tag it would be locked out, so add "
+                    f"'{ADMIN_TAG}' to its tags",
+                )
+            ]
+        )
     current = settings.login_password
     password = own.password
     if isinstance(password, PlainPassword):

@@ -73,3 +73,28 @@ def test_validate_counts_singular(tmp_path):
     result = run("validate", "--file", str(users))
     assert result.returncode == 0
     assert "(1 user, 0 vhosts)" in result.stdout
+
+
+def test_validate_rejects_login_lockout(tmp_path):
+    users = tmp_path / "users.yaml"
+    login = {"PROVISIONER_USERNAME": "ops", "PROVISIONER_PASSWORD": "ops-secret-1"}
+    users.write_text(
+        "users: [{name: ops, password: ops-secret-1, tags: []}]\n", encoding="utf-8"
+    )
+    demoted = run("validate", "--file", str(users), env=login)
+    assert demoted.returncode == 2
+    assert "administrator" in demoted.stderr
+    users.write_text(
+        "users: [{name: ops, password: other-secret-2, tags: [administrator]}]\n",
+        encoding="utf-8",
+    )
+    rotated = run("validate", "--file", str(users), env=login)
+    assert rotated.returncode == 2
+    assert "locked out" in rotated.stderr
+    assert "other-secret-2" not in rotated.stderr
+    users.write_text(
+        "users: [{name: ops, password: '${PROVISIONER_PASSWORD}', tags: [administrator]}]\n",
+        encoding="utf-8",
+    )
+    same = run("validate", "--file", str(users), env=login)
+    assert same.returncode == 0, same.stderr

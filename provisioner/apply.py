@@ -1,8 +1,9 @@
 """Carry out a plan against the broker.
 
-Creates and updates go out as one ``POST /api/definitions`` (bulk mode, the
-default), which the broker merges without deleting anything; passwords are
-hashed locally first, so the request carries no clear-text password. What
+Creates and updates go out as ``POST /api/definitions`` requests of at most
+1,000 users each (bulk mode, the default). The broker merges them without
+deleting anything. Passwords are hashed locally first, so no request carries
+a clear-text password. What
 the definitions format cannot express (clearing a limit, deleting a grant or
 a vhost, vhost limits) goes out as one request per object, and user deletions
 as ``POST /api/users/bulk-delete``. Every request is idempotent, and the plan

@@ -311,11 +311,11 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    from provisioner.runner import load_declared, refuse_login_lockout
+    from provisioner.runner import load_declared, reject_login_lockout
 
     declared = load_declared(settings)
     # The file alone can already lock the login out; no broker is needed.
-    refuse_login_lockout(declared, settings)
+    reject_login_lockout(declared, settings)
     users = len(declared.state.users)
     vhosts = len(declared.state.vhosts)
     print(

@@ -189,7 +189,7 @@ class ManagementClient:
     ) -> BrokerError:
         status = response.status_code
         reason = _reason(response)
-        # RabbitMQ 3.10 answers 401 "Not administrator user" or "Not management
+        # RabbitMQ 3.10 returns 401 "Not administrator user" or "Not management
         # user" (later versions 403) to a valid login without the tag.
         lowered = reason.lower()
         if status == 403 or (

@@ -63,11 +63,11 @@ class BrokerError(ProvisionerError):
 
 
 class BrokerUnavailable(BrokerError):
-    """The broker could not be reached, or answered 5xx, after every retry."""
+    """The broker could not be reached, or returned 5xx, after every retry."""
 
 
 class RequestRejected(BrokerError):
-    """The broker answered a 4xx status that retrying cannot fix."""
+    """The broker returned a 4xx status that retrying cannot fix."""
 
 
 class AuthenticationFailed(RequestRejected):

@@ -26,8 +26,9 @@ from provisioner.errors import InvalidInput, Problem
 
 # Keys whose values are secrets: messages about them never quote the value.
 SECRET_KEYS = frozenset({"password", "password_hash"})
-# What PyYAML's constructors raise on a bad value under an explicit tag such
-# as !!float or !!timestamp; only YAMLError is documented, the rest happen.
+# Exceptions PyYAML's constructors raise on a bad value under an explicit
+# tag such as !!float or !!timestamp. Only YAMLError is documented, but the
+# others occur too.
 _CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError)
 
 # A users file of 10,000 users with MQTT grants is about 3 MB, so 16 MiB
@@ -171,7 +172,7 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     """Return at most ``limit`` + 1 bytes of ``path``, which must be a regular file.
 
     A FIFO or a device would block the read or never end, and their size
-    says nothing, so they are refused before reading. Raises OSError, or
+    means nothing, so they are rejected before reading. Raises OSError, or
     ValueError for a file that is not regular.
     """
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

@@ -1,11 +1,11 @@
 """Whole-file checks of MQTT grants and of hand-written topic permissions.
 
-The compiler in ``mqtt`` looks at one user at a time. This module adds what
-needs the whole file: an ``mqtt`` block may not share a vhost with the same
-user's hand-written permissions (the broker keeps one permission per user
-and vhost, so one would silently replace the other), and two users' client
-ids may not overlap on one vhost, or one could use the other's subscription
-queues. It also warns about topic regexes written with MQTT's ``/``.
+The compiler in ``mqtt`` looks at one user at a time. This module adds the
+checks that need the whole file. An ``mqtt`` block may not share a vhost
+with the same user's hand-written permissions, because the broker keeps one
+permission per user and vhost and one would silently replace the other. Two
+users' client ids may not overlap on one vhost, or one could use the other's
+subscription queues. It also warns about topic regexes written with MQTT's ``/``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Try one MQTT publish or subscribe on a fresh WebSocket connection.
 
-The broker answers a refused publish or subscribe by closing the
+The broker responds to a refused publish or subscribe by closing the
 connection, so each probe opens a connection of its own, does one action,
 watches whether the connection survives, and disconnects. This module talks
 MQTT 3.1.1 through paho-mqtt and nothing else: choosing what to probe and

@@ -3,7 +3,7 @@
 ``hash-password`` never takes the password as an argument, because argv is
 visible to every user of the machine (``ps``, ``/proc/PID/cmdline``) and
 lands in shell history. On a terminal the password is typed twice without
-echo; otherwise the first line of standard input is used, so scripts can
+echo. Otherwise the first line of standard input is used, so scripts can
 pipe a secret in.
 """
 

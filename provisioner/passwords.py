@@ -4,7 +4,7 @@ The internal auth backend stores ``base64(salt + H(salt + utf8(password)))``
 with a 4-byte random salt, where H is SHA-256, SHA-512 or MD5 depending on
 the hashing module (``rabbit_password_hashing_sha256`` and friends in
 rabbitmq-server's ``rabbit_password.erl``). Hashing the declared password
-with the stored salt tells whether the password changed without writing it,
+with the stored salt shows whether the password changed without writing it,
 and hashing locally keeps plain passwords out of every request.
 """
 

@@ -105,7 +105,7 @@ def make_plan(
     With ``remove_guest`` the user ``guest`` is deleted (as the first user
     deletion) once another administrator exists, unless we log in as guest.
     """
-    _refuse_unsafe(declared, live, login, prune)
+    _reject_unsafe(declared, live, login, prune)
     changes: list[Change] = []
     changes += _vhost_changes(declared, live)
     changes += _user_changes(declared, live)
@@ -129,7 +129,7 @@ def make_plan(
     return changes
 
 
-def _refuse_unsafe(
+def _reject_unsafe(
     declared: BrokerState, live: BrokerState, login: str, prune: PrunePolicy
 ) -> None:
     problems = []

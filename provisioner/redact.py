@@ -30,9 +30,9 @@ def register(secret: str) -> None:
     if secret in _PUBLIC:
         return
     if len(secret) < _MIN_LENGTH:
-        # NOTE: very short secrets are not masked, because masking every
-        # "abc" in ordinary text would garble messages; the code paths still
-        # never format a password on purpose.
+        # NOTE: secrets shorter than 4 characters are not masked, because
+        # masking every "abc" in ordinary text would garble messages. The
+        # code never formats a password on purpose either way.
         return
     with _lock:
         candidates = _by_prefix.setdefault(secret[:_MIN_LENGTH], [])

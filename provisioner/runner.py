@@ -147,7 +147,7 @@ def connect(settings: Settings) -> ManagementClient:
     return ManagementClient(settings)
 
 
-def refuse_login_lockout(declared: Declared, settings: Settings) -> None:
+def reject_login_lockout(declared: Declared, settings: Settings) -> None:
     """Raise PlanRejected when the file would lock the login account out.
 
     That is a declared login without the administrator tag, or with a
@@ -197,7 +197,7 @@ def compute_plan(
     sleep: Callable[[float], None] = time.sleep,
 ) -> PlanOutcome:
     """Wait for the broker, read its state and plan the changes."""
-    refuse_login_lockout(declared, settings)
+    reject_login_lockout(declared, settings)
     wait_until_ready(client, settings.wait_timeout, sleep=sleep)
     live = read_live_state(client)
     changes = make_plan(

@@ -74,7 +74,7 @@ class Signals:
 def serve(settings: Settings, signals: Signals | None = None) -> int:
     """Run the sidecar and return 0 once it is done or stopped.
 
-    A failure of the first sync raises, so the caller's exit code tells the
+    A failure of the first sync raises, so the caller's exit code reaches the
     container's entrypoint; failures of later cycles are logged and retried.
     """
     signals = signals or Signals(broker_pid=settings.broker_pid)

@@ -2,11 +2,11 @@
 
 The plan compares two ``BrokerState`` values, so both sides are reduced to the
 same shapes: tags as sets, limits as plain dicts keyed by the broker's names,
-permissions keyed by (vhost, user). The live side is read in a constant number
-of requests whatever the number of users: ``GET /api/definitions`` carries
-users with their hashes, tags and limits, permissions, topic permissions and
-vhost limits; ``GET /api/vhosts`` adds the descriptions that 3.x leaves out of
-the definitions.
+permissions keyed by (vhost, user). The live side is read in two requests
+whatever the number of users. ``GET /api/definitions`` contains users with
+their hashes, tags and limits, permissions, topic permissions and vhost
+limits. ``GET /api/vhosts`` adds the descriptions that 3.x leaves out of the
+definitions.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def passwords_equal(declared: Password | None, live: Password | None) -> bool:
     if declared is None or live is None:
         return declared is live
     if isinstance(live, PlainPassword):
-        raise TypeError("the live side always holds stored hashes")
+        raise TypeError("the live side always contains stored hashes")
     if isinstance(declared, StoredPassword):
         return declared == live
     if declared.algorithm_declared and declared.algorithm != live.algorithm:

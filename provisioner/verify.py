@@ -1,7 +1,7 @@
 """Prove on a live broker that each MQTT user may do what its block grants, and no more.
 
-``sync`` writes permissions; this module checks their effect the way a
-device sees it. It logs in over MQTT-over-WebSocket as each user that has
+``sync`` writes permissions; this module checks their effect as a device
+experiences it. It logs in over MQTT-over-WebSocket as each user that has
 an ``mqtt`` block, with the password from the users file, and runs the
 probes that ``verify_plan`` chooses, one fresh connection per probe. Users
 declared only with ``password_hash`` are skipped, because their password is

@@ -210,7 +210,7 @@ def test_declared_algorithm_mismatch_updates():
     assert passwords_equal(same, live)
 
 
-def test_vhost_created_by_owned_login_gets_no_creator_grant():
+def test_new_vhost_drops_creator_grant():
     declared = declared_with(
         UserState(ADMIN, frozenset({"administrator"}), plain("admin"))
     )

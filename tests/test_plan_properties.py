@@ -212,7 +212,7 @@ def _delete(state: BrokerState, change: Change) -> None:
         del state.vhosts[change.target[0]]
         _drop_grants_on_missing_vhosts(state)
     elif change.kind == Kind.PERMISSION:
-        # The broker answers 404 for a grant that is already gone, which the
+        # The broker returns 404 for a grant that is already gone, which the
         # client counts as done; the creator grant of a new vhost is one.
         vhost, user_name = change.target
         state.permissions.pop((vhost, user_name), None)

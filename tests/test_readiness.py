@@ -30,7 +30,7 @@ class FakeClock:
 
 
 class ScriptedClient:
-    """Raises the scripted errors in turn, then answers 200."""
+    """Raises the scripted errors in turn, then returns 200."""
 
     base_url = "http://127.0.0.1:1"
 

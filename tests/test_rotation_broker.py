@@ -47,7 +47,7 @@ def test_rotation_keeps_or_closes_live_client(clean_broker, tmp_path):
     assert client.disconnected.wait(5)
     client.stop()
 
-    # The broker either answers with a refusing CONNACK or closes the socket
+    # The broker either sends a rejecting CONNACK or closes the socket
     # before any CONNACK; both mean the old password no longer logs in.
     old = WsClient(clean_broker, "dev1", "beta-pw", "dev1-old")
     assert not old.start()
